@@ -1,0 +1,67 @@
+"""The bounded queue of requests waiting for a free slot when a pool is at `max_in_flight`.
+
+A released lease wakes the oldest waiter whose pool contains that endpoint; a waiter that is not
+served before its deadline (or finds the queue full) gets 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+
+from lb.endpoints import Endpoint, Fleet
+from lb.errors import RateLimited
+
+RETRY_AFTER_S = 1.0  # what a client is told to wait after a queue timeout
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    members: frozenset[str]
+    future: asyncio.Future[None]
+
+
+class Admission:
+    __slots__ = ("_max_queued", "_timeout_s", "_waiters")
+
+    def __init__(self, fleet: Fleet, *, max_queued: int, timeout_s: float) -> None:
+        self._max_queued = max_queued
+        self._timeout_s = timeout_s
+        self._waiters: deque[_Waiter] = deque()
+        fleet.on_slot_freed(self._slot_freed)
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self._timeout_s
+
+    async def wait_for_slot(self, members: tuple[Endpoint, ...], deadline: float) -> None:
+        """Wait until one of `members` frees a slot; raise RateLimited at the deadline."""
+        if len(self._waiters) >= self._max_queued:
+            raise RateLimited("too many requests are waiting for this model; retry later",
+                              retry_after_s=RETRY_AFTER_S)
+        waiter = _Waiter(frozenset(ep.name for ep in members),
+                         asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter.future
+        except TimeoutError:
+            raise RateLimited("every endpoint serving this model is at its concurrency limit",
+                              retry_after_s=RETRY_AFTER_S) from None
+        finally:
+            if not waiter.future.done():
+                waiter.future.cancel()
+            with contextlib.suppress(ValueError):  # already woken and removed
+                self._waiters.remove(waiter)
+
+    def _slot_freed(self, endpoint: Endpoint) -> None:
+        name = endpoint.name
+        for waiter in self._waiters:
+            if name in waiter.members and not waiter.future.done():
+                waiter.future.set_result(None)
+                return

@@ -1,0 +1,85 @@
+"""Composition root: builds the aiohttp Application from a Config and owns every lifespan."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from aiohttp import web
+
+from lb.config import Config
+from lb.handlers import (
+    OPENAI_PATHS,
+    admin_endpoints,
+    healthz,
+    list_models,
+    openai_proxy,
+    readyz,
+)
+from lb.keys import PROBES, RUNTIME, UPSTREAM
+from lb.middleware import gateway_middleware
+from lb.runtime import RuntimeHolder, build_runtime
+from lb.upstream import Upstream
+from probes.prober import Prober
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+NO_AIOHTTP_BODY_LIMIT = 1 << 40  # the handlers enforce [server] max_body_bytes themselves
+
+log = structlog.get_logger("lb.app")
+
+
+def build_app(config: Config, *, rng: random.Random | None = None,
+              clock: Callable[[], float] = time.monotonic,
+              active_probes: bool = True) -> web.Application:
+    """The gateway; `active_probes=False` leaves endpoint health to the caller (tests)."""
+    app = web.Application(middlewares=[gateway_middleware],
+                          client_max_size=NO_AIOHTTP_BODY_LIMIT)
+    upstream = Upstream(config.timeouts)
+    app[UPSTREAM] = upstream
+    app[RUNTIME] = RuntimeHolder(build_runtime(config, upstream, rng or random.Random(), clock))
+    app.cleanup_ctx.append(_upstream_session)
+    if active_probes:
+        app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
+    _add_routes(app)
+    return app
+
+
+def _add_routes(app: web.Application) -> None:
+    for prefix in ("/v1", "/openai/v1"):
+        for path in OPENAI_PATHS:
+            app.router.add_post(prefix + path, openai_proxy(path))
+        app.router.add_get(prefix + "/models", list_models)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/admin/endpoints", admin_endpoints)
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    upstream = app[UPSTREAM]
+    await upstream.open_session()
+    config = app[RUNTIME].current.config
+    if config.server.api_keys is None:
+        log.warning("no_client_keys", message="no [server] api_keys: the gateway is OPEN to "
+                    "anyone who can reach it")
+    log.info("started", endpoints=len(config.endpoints), models=len(config.models))
+    yield
+    await upstream.close_session()
+
+
+def _prober(rng: random.Random, clock: Callable[[], float]) -> CleanupContext:
+    """The background prober shares the upstream session and the passive-health clock."""
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        holder = app[RUNTIME]
+        prober = Prober(lambda: holder.current.fleet, holder.current.config.probes,
+                        app[UPSTREAM].session, clock=clock, rng=rng,
+                        log=structlog.get_logger("probes"))
+        app[PROBES] = prober
+        await prober.start()
+        yield
+        await prober.stop()
+
+    return lifespan

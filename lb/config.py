@@ -1,0 +1,207 @@
+"""The TOML config file as frozen pydantic models; `load_config` validates and resolves secrets.
+
+Every problem is reported as `file: key.path: reason` through `ConfigError`; secrets are `SecretStr`
+so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from lb.errors import ConfigError
+
+EndpointKind = Literal["ollama", "vllm", "openai"]
+StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity"]
+ResponsesMode = Literal["auto", "native", "translate", "disabled"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_keys: tuple[SecretStr, ...] | None = None
+    api_keys_file: Path | None = None
+    admin_key: SecretStr | None = None
+    admin_key_env: str | None = None
+    max_body_bytes: int = Field(default=32 << 20, gt=0)
+    drain_timeout: float = Field(default=30.0, ge=0)
+    queue_timeout: float = Field(default=10.0, ge=0)  # longest wait for a free endpoint slot
+    max_queued: int = Field(default=1024, ge=0)  # requests waiting at once; more get 429 at once
+
+    def client_keys(self) -> frozenset[str]:
+        return frozenset(k.get_secret_value() for k in self.api_keys or ())
+
+
+class TimeoutsConfig(_Section):
+    connect: float = Field(default=2.0, gt=0)
+    first_byte: float = Field(default=60.0, gt=0)
+    idle: float = Field(default=120.0, gt=0)
+    total: float = Field(default=900.0, gt=0)
+
+
+class RetryConfig(_Section):
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class ProbesConfig(_Section):
+    interval: float = Field(default=5.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    rise: int = Field(default=2, ge=1)
+    fall: int = Field(default=3, ge=1)
+    eject_after: int = Field(default=5, ge=1)
+    eject_for: float = Field(default=30.0, ge=0)
+
+
+class EndpointConfig(_Section):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://[^/\s]+")
+    kind: EndpointKind = "openai"
+    weight: float = Field(default=1, gt=0)
+    priority: int = 0
+    max_in_flight: int = Field(default=0, ge=0)
+    api_key: SecretStr | None = None
+    api_key_env: str | None = None
+    responses: ResponsesMode = "auto"
+    models: tuple[str, ...] = ()
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
+
+
+class ModelConfig(_Section):
+    name: str = Field(min_length=1)
+    upstream: str | None = None
+    strategy: StrategyName = "weighted"
+    endpoints: tuple[str, ...] | None = None
+
+    @property
+    def upstream_name(self) -> str:
+        return self.upstream or self.name
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    retry: RetryConfig = RetryConfig()
+    probes: ProbesConfig = ProbesConfig()
+    endpoints: tuple[EndpointConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        problems: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for i, ep in enumerate(self.endpoints):
+            if ep.name in seen:
+                problems.append((f"endpoints[{i}].name", f"duplicate endpoint name {ep.name!r}"))
+            seen.add(ep.name)
+        model_names: set[str] = set()
+        for i, m in enumerate(self.models):
+            if m.name in model_names:
+                problems.append((f"models[{i}].name", f"duplicate model name {m.name!r}"))
+            model_names.add(m.name)
+            for j, ref in enumerate(m.endpoints or ()):
+                if ref not in seen:
+                    problems.append((f"models[{i}].endpoints[{j}]", f"no endpoint named {ref!r}"))
+        if problems:
+            raise ValueError("; ".join(f"{loc}: {reason}" for loc, reason in problems))
+        return self
+
+    def endpoint(self, name: str) -> EndpointConfig | None:
+        return next((e for e in self.endpoints if e.name == name), None)
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, validate and resolve (env vars, key files) one config file, or raise ConfigError."""
+    source = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read: {exc.strerror or exc}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from exc
+    base = Path(path).resolve().parent
+    return parse_config(raw, source=source, env=os.environ if env is None else env, base=base)
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str = "<config>",
+                 env: Mapping[str, str] | None = None, base: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document and resolve its secrets."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(e) for e in exc.errors()]) from None
+    return _resolve_secrets(config, source, os.environ if env is None else env, base or Path.cwd())
+
+
+_REASONS = {
+    "greater_than": "must be > {gt:g}",
+    "greater_than_equal": "must be >= {ge:g}",
+    "less_than_equal": "must be <= {le:g}",
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+    "literal_error": "must be one of {expected}",
+    "string_pattern_mismatch": "must be an http:// or https:// URL",
+    "string_too_short": "must not be empty",
+}
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    reason = _REASONS[kind].format(**ctx) if kind in _REASONS else str(error["msg"])
+    if kind == "value_error" and not loc:
+        # our cross-reference validator already formats "loc: reason; loc: reason"
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        first = msg.split("; ")[0]
+        loc, _, reason = first.partition(": ")
+        return loc, reason if len(msg.split("; ")) == 1 else f"{reason} (and more: {msg})"
+    return loc, reason
+
+
+def _resolve_secrets(config: Config, source: str, env: Mapping[str, str], base: Path) -> Config:
+    problems: list[tuple[str, str]] = []
+    server = config.server
+    keys = list(server.api_keys or ())
+    if server.api_keys_file is not None:
+        key_path = server.api_keys_file if server.api_keys_file.is_absolute() \
+            else base / server.api_keys_file
+        try:
+            lines = key_path.read_text(encoding="utf-8").splitlines()
+            keys += [SecretStr(s) for s in (ln.strip() for ln in lines)
+                     if s and not s.startswith("#")]
+        except OSError as exc:
+            problems.append(("server.api_keys_file", f"cannot read {key_path}: {exc.strerror}"))
+    admin = server.admin_key
+    if server.admin_key_env:
+        if server.admin_key_env in env:
+            admin = SecretStr(env[server.admin_key_env])
+        else:
+            problems.append(("server.admin_key_env",
+                             f"environment variable {server.admin_key_env} is not set"))
+    endpoints = []
+    for i, ep in enumerate(config.endpoints):
+        if ep.api_key_env:
+            if ep.api_key_env in env:
+                ep = ep.model_copy(update={"api_key": SecretStr(env[ep.api_key_env])})
+            else:
+                problems.append((f"endpoints[{i}].api_key_env",
+                                 f"environment variable {ep.api_key_env} is not set"))
+        endpoints.append(ep)
+    if problems:
+        raise ConfigError(source, problems)
+    has_keys = server.api_keys is not None or server.api_keys_file is not None
+    server = server.model_copy(update={"api_keys": tuple(keys) if has_keys else None,
+                                       "admin_key": admin})
+    return config.model_copy(update={"server": server, "endpoints": tuple(endpoints)})

@@ -1,0 +1,176 @@
+"""One error hierarchy for fleetlb: each class knows its HTTP status and OpenAI error type/code.
+
+    FleetlbError
+    ├── ConfigError                      a config file that cannot be served (never HTTP)
+    └── ApiError                         rendered to clients as {"error": {...}}
+        ├── BadRequest          400 invalid_request_error
+        │   └── InvalidJson     400 invalid_json
+        ├── Unauthorized        401 invalid_api_key
+        ├── Forbidden           403 permission_denied
+        ├── NotFound            404 not_found
+        │   └── ModelNotFound   404 model_not_found
+        ├── MethodNotAllowed    405 method_not_allowed
+        ├── PayloadTooLarge     413 payload_too_large
+        ├── RateLimited         429 rate_limit_exceeded (+ Retry-After)
+        ├── NotImplementedApi   501 (the API is not served for this model)
+        ├── BadGateway          502 upstream_error (every attempt failed)
+        ├── NoUsableEndpoint    503 no_usable_endpoint
+        ├── GatewayTimeout      504 upstream_timeout
+        └── UpstreamError       an attempt on one endpoint failed (drives failover)
+            ├── UpstreamConnectError   connect refused/reset before the response headers
+            ├── UpstreamTimeout        no response headers within timeouts.first_byte
+            ├── UpstreamStatus         the backend answered 5xx or 429
+            └── StreamBroken           the backend died or went idle mid-body
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FleetlbError(Exception):
+    """Root of every error fleetlb raises on purpose."""
+
+
+class ConfigError(FleetlbError):
+    """A config file that cannot be served: names the file, the key path and the reason."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: {loc}: {reason}" if loc else f"{source}: {reason}"
+                 for loc, reason in problems]
+        super().__init__("\n".join(lines))
+
+
+class ApiError(FleetlbError):
+    """An error that reaches the client in OpenAI's error shape."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "server_error"
+    code: ClassVar[str | int | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+
+class BadRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ApiError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class NotImplementedApi(ApiError):
+    status = 501
+    type = "server_error"
+    code = 501
+
+
+class BadGateway(ApiError):
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class NoUsableEndpoint(ApiError):
+    status = 503
+    type = "server_error"
+    code = "no_usable_endpoint"
+
+
+class GatewayTimeout(ApiError):
+    status = 504
+    type = "server_error"
+    code = "upstream_timeout"
+
+
+class UpstreamError(ApiError):
+    """One attempt on one endpoint failed; the forwarder decides whether to try the next."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamStatus(UpstreamError):
+    """The backend answered with a status that moves the request on (5xx, 429)."""
+
+    def __init__(self, message: str, *, upstream_status: int,
+                 retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+
+class StreamBroken(UpstreamError):
+    """The backend's body ended abnormally: reset, idle timeout, or an event over the size cap."""

@@ -1,0 +1,167 @@
+"""One request along its attempt plan: lease, send, check; fail over only before the first byte.
+
+The result is an `Exchange`: a leased endpoint with response headers and the first body bytes
+already in hand, so a backend that dies before saying anything still moves the request on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+
+from lb.admission import Admission
+from lb.endpoints import Endpoint, Fleet, Lease
+from lb.errors import (
+    ApiError,
+    BadGateway,
+    GatewayTimeout,
+    NoUsableEndpoint,
+    RateLimited,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
+from lb.health import PassiveHealth
+from lb.routing import AttemptPlan, Verdict
+from lb.upstream import Upstream, UpstreamCall, first_chunk, read_body
+
+INLINE_BODY_BYTES = 256 << 10  # non-stream bodies up to this are read whole and sent in one write
+_ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we quote in logs
+
+log = structlog.get_logger("lb.forward")
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """A successful attempt: the caller relays it and must call `close()` on every path."""
+
+    endpoint: Endpoint
+    lease: Lease
+    response: aiohttp.ClientResponse
+    attempts: int
+    is_sse: bool
+    body: bytes | None = None  # whole body when small and not a stream
+    first: bytes = b""  # first bytes of a streamed body, read before committing to it
+    failures: list[UpstreamError] = field(default_factory=list)
+
+    def close(self, *, abort: bool = False) -> None:
+        """Release the lease; `abort` drops the upstream connection so the backend stops."""
+        if abort:
+            self.response.close()
+        else:
+            self.response.release()
+        self.lease.release()
+
+
+class Forwarder:
+    def __init__(self, fleet: Fleet, upstream: Upstream, admission: Admission,
+                 health: PassiveHealth, *, max_attempts: int) -> None:
+        self._fleet = fleet
+        self._upstream = upstream
+        self._admission = admission
+        self._health = health
+        self._max_attempts = max_attempts
+
+    async def open(self, plan: AttemptPlan, call: UpstreamCall) -> Exchange:
+        failures: list[UpstreamError] = []
+        deadline: float | None = None
+        while len(plan.tried) < self._max_attempts:
+            choice = plan.next()
+            if choice is Verdict.BUSY:
+                deadline = deadline or self._admission.deadline()
+                await self._admission.wait_for_slot(plan.pool.members, deadline)
+                continue
+            if choice is Verdict.EXHAUSTED:
+                break
+            assert isinstance(choice, Endpoint)
+            if plan.panicked and not failures:
+                log.warning("pool_fail_open", model=plan.pool.name,
+                            reason="no endpoint of the pool is up; trying them anyway")
+            structlog.contextvars.bind_contextvars(endpoint=choice.name, attempt=len(plan.tried))
+            try:
+                exchange = await self._attempt(choice, call, len(plan.tried))
+            except UpstreamError as exc:
+                failures.append(exc)
+                self._failed(choice, exc, len(plan.tried))
+                continue
+            exchange.failures = failures
+            return exchange
+        raise _final_error(failures, plan)
+
+    async def _attempt(self, endpoint: Endpoint, call: UpstreamCall, attempt: int) -> Exchange:
+        lease = self._fleet.lease(endpoint)
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            resp = await self._upstream.send(endpoint, call)
+            if resp.status >= 500 or resp.status == 429:
+                raise await _status_error(endpoint, resp)
+            is_sse = resp.content_type == "text/event-stream"
+            exchange = Exchange(endpoint, lease, resp, attempt, is_sse)
+            if not is_sse and _is_small(resp):
+                exchange.body = await read_body(resp, endpoint.name)
+            elif resp.status < 300:
+                # wait for the first bytes: a backend that dies before them can still fail over
+                exchange.first = await first_chunk(resp, endpoint.name)
+            return exchange
+        except BaseException:
+            if resp is not None:
+                resp.close()
+            lease.release()
+            raise
+
+    def _failed(self, endpoint: Endpoint, exc: UpstreamError, attempt: int) -> None:
+        log.warning("attempt_failed", endpoint=endpoint.name, attempt=attempt,
+                    error=exc.message, error_type=type(exc).__name__)
+        self.count_failure(endpoint, exc)
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        self._health.on_success(endpoint)
+
+    def count_failure(self, endpoint: Endpoint, exc: UpstreamError) -> None:
+        """Live failures eject an endpoint; a 429 is the backend protecting itself, not a fault."""
+        if isinstance(exc, UpstreamStatus) and exc.upstream_status == 429:
+            return
+        if self._health.on_failure(endpoint):
+            log.warning("endpoint_ejected", endpoint=endpoint.name,
+                        live_failures=endpoint.live_failures, reason=exc.message,
+                        eject_for_s=self._health.eject_for_s)
+
+
+def _is_small(resp: aiohttp.ClientResponse) -> bool:
+    length = resp.content_length
+    return length is not None and length <= INLINE_BODY_BYTES
+
+
+async def _status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse) -> UpstreamStatus:
+    try:
+        snippet = (await resp.content.read(_ERROR_SNIPPET_BYTES)).decode("utf-8", "replace")
+    except (aiohttp.ClientError, TimeoutError):
+        snippet = ""
+    return UpstreamStatus(f"{endpoint.name} answered {resp.status}: {snippet.strip()[:200]}",
+                          upstream_status=resp.status,
+                          retry_after=resp.headers.get("Retry-After"))
+
+
+def _final_error(failures: list[UpstreamError], plan: AttemptPlan) -> ApiError:
+    if not failures:
+        if plan.pool.members:
+            return NoUsableEndpoint(f"no usable endpoint for model '{plan.pool.name}'")
+        return NoUsableEndpoint(f"no endpoint serves model '{plan.pool.name}'")
+    last = failures[-1]
+    summary = "; ".join(f.message for f in failures)
+    n = len(failures)
+    if isinstance(last, UpstreamStatus) and last.upstream_status == 429:
+        return RateLimited(f"every endpoint tried is rate limited ({n} attempts): {summary}",
+                           retry_after_s=_seconds(last.retry_after))
+    if all(isinstance(f, UpstreamTimeout) for f in failures):
+        return GatewayTimeout(f"upstream timed out ({n} attempts): {summary}")
+    return BadGateway(f"all {n} attempts failed: {summary}")
+
+
+def _seconds(retry_after: str | None) -> float:
+    try:
+        return float(retry_after) if retry_after else 1.0
+    except ValueError:
+        return 1.0

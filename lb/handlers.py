@@ -1,0 +1,114 @@
+"""Thin HTTP handlers per API surface: parse just enough, route, forward, relay."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+
+from lb.errors import PayloadTooLarge
+from lb.forward import Exchange
+from lb.keys import PROBES, RUNTIME, record_of
+from lb.observe import RequestRecord
+from lb.payload import SESSION_HEADER, parse_payload
+from lb.relay import relay
+from lb.runtime import Runtime
+from lb.upstream import UpstreamCall, forwardable_headers
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPENAI_PATHS = ("/chat/completions", "/completions", "/embeddings")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, refusing more than `limit` bytes before reading them all."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"Request body of {length} bytes exceeds the {limit} byte limit")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body exceeds the {limit} byte limit")
+    return bytes(body)
+
+
+def openai_proxy(path: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        runtime = request.app[RUNTIME].current
+        record = record_of(request)
+        payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
+        record.model, record.stream = payload.model, payload.stream
+        structlog.contextvars.bind_contextvars(model=payload.model, stream=payload.stream)
+        plan = runtime.router.plan(payload.model,
+                                   payload.session_key(request.headers.get(SESSION_HEADER)))
+        call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
+                            payload.for_upstream(plan.pool.upstream), record.request_id)
+        exchange = await runtime.forwarder.open(plan, call)
+        return await deliver(request, runtime, exchange, record)
+
+    return handle
+
+
+async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
+                  record: RequestRecord) -> web.StreamResponse:
+    """Relay one exchange; the lease is released and the outcome recorded on every path."""
+    record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
+    abort = True  # cancelled (client gone) unless relay returns
+    try:
+        response, outcome = await relay(request, exchange, record)
+        abort = outcome.client_gone or outcome.broken is not None
+    finally:
+        exchange.close(abort=abort)
+    if outcome.broken is not None:
+        record.outcome, record.error = "upstream_failed", outcome.broken.message
+        runtime.forwarder.count_failure(exchange.endpoint, outcome.broken)
+    elif outcome.client_gone:
+        record.outcome = "client_gone"
+    else:
+        runtime.forwarder.succeeded(exchange.endpoint)
+    return response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    router = request.app[RUNTIME].current.router
+    data = []
+    for name in router.model_names():
+        members = router.pool(name).members
+        data.append({"id": name, "object": "model", "created": 0, "owned_by": "fleetlb",
+                     "fleetlb": {"endpoints": len(members),
+                                 "healthy": sum(1 for ep in members if ep.is_up)}})
+    return json_response({"object": "list", "data": data})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    fleet = request.app[RUNTIME].current.fleet
+    ready = any(ep.is_up and ep.served_models for ep in fleet)
+    return json_response({"status": "ready" if ready else "no usable endpoint"},
+                         status=200 if ready else 503)
+
+
+async def admin_endpoints(request: web.Request) -> web.Response:
+    fleet = request.app[RUNTIME].current.fleet
+    prober = request.app.get(PROBES)
+    rows = [{
+        "name": ep.name, "url": ep.config.url, "kind": ep.config.kind,
+        "healthy": ep.is_up, "state": ep.state.value, "in_flight": ep.in_flight,
+        "max_in_flight": ep.config.max_in_flight, "weight": ep.config.weight,
+        "priority": ep.config.priority, "models": sorted(ep.served_models),
+        "responses": ep.config.responses, "supports_responses_api": ep.supports_responses_api,
+        "loaded_models": sorted(ep.loaded_models), "backend_queue": ep.backend_queue,
+        "live_failures": ep.live_failures, "draining": ep.draining,
+        **(prober.snapshot(ep.name) if prober is not None else {}),
+    } for ep in fleet]
+    return json_response({"endpoints": rows})

@@ -1,0 +1,101 @@
+"""The one middleware: request id, request context, auth, error rendering and the access line.
+
+Every error leaves here in OpenAI's shape with the right status; nothing escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import orjson
+import structlog
+from aiohttp import web
+
+from lb.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from lb.keys import RECORD, RUNTIME
+from lb.observe import RequestRecord
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_REQUEST_ID_CHARS = 128  # a longer client id is replaced: it would bloat every log line
+_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+log = structlog.get_logger("lb.access")
+
+
+def request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID")
+    if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isprintable():
+        return given
+    return uuid.uuid4().hex
+
+
+def error_response(exc: ApiError, rid: str) -> web.Response:
+    headers = {"X-Request-ID": rid, **exc.headers()}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return web.Response(status=exc.status, body=orjson.dumps(exc.body()),
+                        content_type="application/json", headers=headers)
+
+
+def _guard(request: web.Request) -> None:
+    path = request.path
+    if path in _OPEN_PATHS:
+        return
+    runtime = request.app[RUNTIME].current
+    auth = runtime.admin_auth if path.startswith(("/admin", "/metrics")) \
+        else runtime.client_auth
+    auth.check(request.headers.get("Authorization"))
+
+
+def _from_http(exc: web.HTTPException) -> ApiError:
+    if exc.status == 404:
+        return NotFound(f"Unknown route: {exc.reason}")
+    if exc.status == 405:
+        return MethodNotAllowed("Method not allowed for this route")
+    if exc.status == 413:
+        return PayloadTooLarge("Request body too large")
+    err = ApiError(exc.text or exc.reason)
+    err.status = exc.status  # type: ignore[misc]
+    return err
+
+
+@web.middleware
+async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request_id(request)
+    record = RequestRecord(rid, request.method, request.path, time.perf_counter())
+    request[RECORD] = record
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=rid)
+    try:
+        _guard(request)
+        response = await handler(request)
+    except ApiError as exc:
+        response = _failed(record, exc, rid)
+    except web.HTTPException as exc:
+        response = _failed(record, _from_http(exc), rid)
+    except asyncio.CancelledError:
+        record.status, record.outcome = 499, "client_gone"
+        log.info("access", **record.access_fields())
+        raise
+    except Exception as exc:
+        log.exception("unhandled_error")
+        response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)
+    if not response.prepared:
+        response.headers.setdefault("X-Request-ID", rid)
+    record.status = response.status
+    log.info("access", **record.access_fields())
+    return response
+
+
+def _failed(record: RequestRecord, exc: ApiError, rid: str) -> web.Response:
+    record.outcome, record.error = "error", exc.message
+    return error_response(exc, rid)

@@ -1,0 +1,135 @@
+"""Pump an upstream body to the client: whole SSE events in one write as soon as they are whole.
+
+A backend that breaks mid-stream ends the client's stream with a terminal error event; a client that
+goes away aborts the upstream connection at once (the caller closes the exchange with abort=True).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+from aiohttp import web
+
+from lb.errors import ApiError, StreamBroken, UpstreamError
+from lb.forward import Exchange
+from lb.observe import RequestRecord
+from lb.sse import SseDecoder
+from lb.upstream import body_chunks, returnable_headers
+
+
+class StreamFraming(Protocol):
+    """How complete upstream SSE events become client bytes (per API surface)."""
+
+    def events(self, raw: list[bytes]) -> bytes: ...
+
+    def end(self) -> bytes: ...
+
+    def fail(self, error: ApiError) -> bytes: ...
+
+
+class Passthrough:
+    """OpenAI streams: events unchanged; a failure becomes a final `data: {"error": …}` event."""
+
+    __slots__ = ()
+
+    def events(self, raw: list[bytes]) -> bytes:
+        return raw[0] if len(raw) == 1 else b"".join(raw)
+
+    def end(self) -> bytes:
+        return b""
+
+    def fail(self, error: ApiError) -> bytes:
+        return b"data: " + orjson.dumps(error.body()) + b"\n\n"
+
+
+PASSTHROUGH = Passthrough()
+
+
+@dataclass(slots=True)
+class RelayOutcome:
+    broken: UpstreamError | None = None  # the backend failed mid-body
+    client_gone: bool = False
+
+
+def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str]:
+    headers = dict(returnable_headers(exchange.response.headers))
+    headers["X-Request-ID"] = record.request_id
+    headers["x-fleetlb-endpoint"] = exchange.endpoint.name
+    headers["x-fleetlb-attempts"] = str(exchange.attempts)
+    return headers
+
+
+async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
+                framing: StreamFraming = PASSTHROUGH) -> tuple[web.StreamResponse, RelayOutcome]:
+    headers = response_headers(exchange, record)
+    if exchange.body is not None:
+        record.ttfb_s = time.perf_counter() - record.started
+        record.bytes_out = len(exchange.body)
+        return web.Response(status=exchange.response.status, body=exchange.body,
+                            headers=headers), RelayOutcome()
+    response = web.StreamResponse(status=exchange.response.status, headers=headers)
+    outcome = RelayOutcome()
+    try:
+        await response.prepare(request)
+        if exchange.is_sse:
+            await _pump_sse(response, exchange, record, framing, outcome)
+        else:
+            await _pump_bytes(response, exchange, record)
+        await response.write_eof()
+    except ConnectionError:
+        outcome.client_gone = True
+    except StreamBroken as exc:
+        # a plain (non-SSE) body cannot carry an error: the truncated body and the closed
+        # connection tell the client
+        outcome.broken = exc
+        _drop_connection(request)
+    return response, outcome
+
+
+async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: RequestRecord,
+                    framing: StreamFraming, outcome: RelayOutcome) -> None:
+    decoder = SseDecoder()
+    write = response.write
+    try:
+        async for chunk in _chunks(exchange):
+            events = decoder.feed(chunk)
+            if events:
+                data = framing.events(events)
+                if data:
+                    if record.ttfb_s is None:
+                        record.ttfb_s = time.perf_counter() - record.started
+                    record.bytes_out += len(data)
+                    await write(data)
+        tail = decoder.flush() + framing.end()
+    except StreamBroken as exc:
+        outcome.broken = exc
+        tail = framing.fail(exc)
+    if tail:
+        record.bytes_out += len(tail)
+        await write(tail)
+
+
+async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
+                      record: RequestRecord) -> None:
+    async for chunk in _chunks(exchange):
+        if record.ttfb_s is None:
+            record.ttfb_s = time.perf_counter() - record.started
+        record.bytes_out += len(chunk)
+        await response.write(chunk)
+
+
+async def _chunks(exchange: Exchange) -> AsyncIterator[bytes]:
+    if exchange.first:
+        yield exchange.first
+    async for chunk in body_chunks(exchange.response, exchange.endpoint.name):
+        yield chunk
+
+
+def _drop_connection(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.close()

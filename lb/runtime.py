@@ -1,0 +1,57 @@
+"""One generation of the gateway's working state, built from one Config.
+
+Requests take `holder.current` once and finish on it, so a reload can swap in a new generation
+atomically while old requests complete on the endpoints they started with.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lb.admission import Admission
+from lb.auth import Auth, admin_auth, client_auth
+from lb.config import Config
+from lb.endpoints import Fleet
+from lb.forward import Forwarder
+from lb.health import PassiveHealth
+from lb.routing import Router
+from lb.upstream import Upstream
+
+
+@dataclass(slots=True, eq=False)
+class Runtime:
+    config: Config
+    fleet: Fleet
+    router: Router
+    admission: Admission
+    forwarder: Forwarder
+    client_auth: Auth
+    admin_auth: Auth
+
+
+@dataclass(slots=True, eq=False)
+class RuntimeHolder:
+    current: Runtime
+
+
+def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
+                  clock: Callable[[], float]) -> Runtime:
+    fleet = Fleet.from_configs(config.endpoints)
+    admission = Admission(fleet, max_queued=config.server.max_queued,
+                          timeout_s=config.server.queue_timeout)
+    health = PassiveHealth.from_config(config.probes, clock)
+    forwarder = Forwarder(fleet, upstream, admission, health,
+                          max_attempts=config.retry.max_attempts)
+    admin_key = config.server.admin_key
+    return Runtime(
+        config=config,
+        fleet=fleet,
+        router=Router(config, fleet, rng),
+        admission=admission,
+        forwarder=forwarder,
+        client_auth=client_auth(config.server.client_keys()
+                                if config.server.api_keys is not None else None),
+        admin_auth=admin_auth(admin_key.get_secret_value() if admin_key else None),
+    )

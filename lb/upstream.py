@@ -1,0 +1,150 @@
+"""The only aiohttp client code of the gateway: one session, timeouts, header hygiene.
+
+Foreign exceptions are mapped here, once, to `UpstreamError` subclasses the forwarder acts on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from lb.config import TimeoutsConfig
+from lb.endpoints import Endpoint
+from lb.errors import StreamBroken, UpstreamConnectError, UpstreamTimeout
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus what we set ourselves or must never forward.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "proxy-connection",
+})
+_NOT_FORWARDED = HOP_BY_HOP | {
+    "host", "content-length", "authorization", "x-api-key", "api-key", "accept-encoding",
+    "cookie", "x-request-id",
+}
+_NOT_RETURNED = HOP_BY_HOP | {"content-length", "server", "date"}
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """What to send: the same for every attempt of one request."""
+
+    method: str
+    path: str  # e.g. "/v1/chat/completions"
+    headers: Mapping[str, str]
+    body: bytes
+    request_id: str
+
+
+def forwardable_headers(client: Mapping[str, str]) -> dict[str, str]:
+    """Client headers minus hop-by-hop, credentials and what we set per endpoint."""
+    connection = client.get("Connection", "")
+    named = {h.strip().lower() for h in connection.split(",")} if connection else set()
+    return {k: v for k, v in client.items()
+            if (low := k.lower()) not in _NOT_FORWARDED and low not in named}
+
+
+def returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    connection = upstream.get("Connection", "")
+    named = {h.strip().lower() for h in connection.split(",")} if connection else set()
+    return CIMultiDict((k, v) for k, v in upstream.items()
+                       if (low := k.lower()) not in _NOT_RETURNED and low not in named)
+
+
+class Upstream:
+    """Sends one attempt to one endpoint; owns the shared ClientSession (set by the app)."""
+
+    def __init__(self, timeouts: TimeoutsConfig) -> None:
+        self._timeouts = timeouts
+        # sock_read first covers the wait for headers; after them it becomes the idle gap
+        self._timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
+                                              sock_read=timeouts.first_byte)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def timeouts(self) -> TimeoutsConfig:
+        return self._timeouts
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Upstream used outside the app's lifespan"
+        return self._session
+
+    async def open_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=False)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def close_session(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, endpoint: Endpoint, call: UpstreamCall) -> aiohttp.ClientResponse:
+        """Response headers from the endpoint, or an UpstreamError saying why not."""
+        assert self._session is not None, "Upstream used outside the app's lifespan"
+        headers = dict(call.headers)
+        headers["X-Request-ID"] = call.request_id
+        headers["Accept-Encoding"] = "identity"  # we parse SSE; never ask for compression
+        key = endpoint.config.api_key
+        if key is not None:
+            headers["Authorization"] = "Bearer " + key.get_secret_value()
+        url = endpoint.config.base_url + call.path
+        try:
+            resp = await self._session.request(call.method, url, data=call.body,
+                                               headers=headers, timeout=self._timeout,
+                                               allow_redirects=False)
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise UpstreamConnectError(f"connect to {endpoint.name} timed out") from exc
+            raise UpstreamTimeout(
+                f"{endpoint.name} sent no response headers within "
+                f"{self._timeouts.first_byte:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectError(f"{endpoint.name}: {_describe(exc)}") from exc
+        self._set_idle_timeout(resp)
+        return resp
+
+    def _set_idle_timeout(self, resp: aiohttp.ClientResponse) -> None:
+        conn = resp.connection
+        if conn is not None and conn.protocol is not None:
+            conn.protocol.read_timeout = self._timeouts.idle
+
+
+async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str) -> AsyncIterator[bytes]:
+    """The upstream body as it arrives; failures become StreamBroken."""
+    content = resp.content
+    try:
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                return
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise StreamBroken(f"{endpoint}: stream broke: {_describe(exc)}") from exc
+
+
+async def first_chunk(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
+    try:
+        return await resp.content.readany()
+    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise StreamBroken(f"{endpoint}: stream broke before its first byte: "
+                           f"{_describe(exc)}") from exc
+
+
+async def read_body(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
+    try:
+        return await resp.read()
+    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
