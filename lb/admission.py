@@ -1,7 +1,9 @@
 """The bounded queue of requests waiting for a free slot when a pool is at `max_in_flight`.
 
 A released lease wakes the oldest waiter whose pool contains that endpoint; a waiter that is not
-served before its deadline (or finds the queue full) gets 429 with Retry-After.
+served before its deadline (or finds the queue full) gets 429 with Retry-After. One queue outlives
+config reloads: it follows every fleet generation, so a slot freed by a request of an old generation
+wakes a waiter of the new one (and the reverse).
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ class Admission:
         self._max_queued = max_queued
         self._timeout_s = timeout_s
         self._waiters: deque[_Waiter] = deque()
+        self.follow(fleet)
+
+    def follow(self, fleet: Fleet) -> None:
+        """Also wake waiters when a slot of `fleet` (a newer generation) is freed."""
         fleet.on_slot_freed(self._slot_freed)
+
+    def configure(self, *, max_queued: int, timeout_s: float) -> None:
+        """New limits from a reload; requests already waiting keep their deadlines."""
+        self._max_queued = max_queued
+        self._timeout_s = timeout_s
 
     @property
     def queued(self) -> int:

@@ -10,17 +10,21 @@ import structlog
 from aiohttp import web
 
 from lb.config import Config
+from lb.drain import Drain
 from lb.handlers import (
     OPENAI_PATHS,
     admin_endpoints,
     healthz,
     list_models,
+    metrics,
     openai_proxy,
     readyz,
 )
-from lb.keys import PROBES, RUNTIME, UPSTREAM
+from lb.keys import DRAIN, METRICS, PROBES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
+from lb.lifecycle import drain_on_shutdown
+from lb.metrics import Metrics
 from lb.middleware import gateway_middleware
-from lb.runtime import RuntimeHolder, build_runtime
+from lb.runtime import RuntimeFactory, RuntimeHolder
 from lb.upstream import Upstream
 from probes.prober import Prober
 
@@ -39,7 +43,14 @@ def build_app(config: Config, *, rng: random.Random | None = None,
                           client_max_size=NO_AIOHTTP_BODY_LIMIT)
     upstream = Upstream(config.timeouts)
     app[UPSTREAM] = upstream
-    app[RUNTIME] = RuntimeHolder(build_runtime(config, upstream, rng or random.Random(), clock))
+    # the metrics read whichever generation is current when asked
+    app[METRICS] = observer = Metrics(lambda: app[RUNTIME].current.fleet,
+                                      lambda model: app[RUNTIME].current.router.knows(model))
+    app[RUNTIME_FACTORY] = factory = RuntimeFactory(upstream, rng or random.Random(), clock,
+                                                    observer)
+    app[RUNTIME] = RuntimeHolder(factory.build(config))
+    app[DRAIN] = Drain()
+    app.on_shutdown.append(drain_on_shutdown)
     app.cleanup_ctx.append(_upstream_session)
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
@@ -55,6 +66,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/endpoints", admin_endpoints)
+    app.router.add_get("/metrics", metrics)
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:

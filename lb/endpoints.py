@@ -57,6 +57,13 @@ class Endpoint:
     def serves(self, model: str) -> bool:
         return model in self.served_models
 
+    def reconfigure(self, config: EndpointConfig) -> bool:
+        """New settings from a reload, keeping all live state; True if the served models changed."""
+        before = self.served_models
+        self.config = config
+        self.served_models = frozenset(config.models) | self.discovered_models
+        return self.served_models != before
+
     def set_discovered_models(self, models: Iterable[str]) -> bool:
         """Replace what the prober found; config models stay as a floor. True if it changed."""
         found = frozenset(models)

@@ -15,6 +15,7 @@
         ├── NotImplementedApi   501 (the API is not served for this model)
         ├── BadGateway          502 upstream_error (every attempt failed)
         ├── NoUsableEndpoint    503 no_usable_endpoint
+        ├── ShuttingDown        503 shutting_down (a stream cut at the end of a drain)
         ├── GatewayTimeout      504 upstream_timeout
         └── UpstreamError       an attempt on one endpoint failed (drives failover)
             ├── UpstreamConnectError   connect refused/reset before the response headers
@@ -137,6 +138,12 @@ class NoUsableEndpoint(ApiError):
     status = 503
     type = "server_error"
     code = "no_usable_endpoint"
+
+
+class ShuttingDown(ApiError):
+    status = 503
+    type = "server_error"
+    code = "shutting_down"
 
 
 class GatewayTimeout(ApiError):

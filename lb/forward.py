@@ -6,7 +6,9 @@ already in hand, so a backend that dies before saying anything still moves the r
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import structlog
@@ -45,6 +47,13 @@ class Exchange:
     body: bytes | None = None  # whole body when small and not a stream
     first: bytes = b""  # first bytes of a streamed body, read before committing to it
     failures: list[UpstreamError] = field(default_factory=list)
+    interrupted: ApiError | None = None  # set when the gateway itself ended the relay (shutdown)
+
+    def interrupt(self, reason: ApiError) -> None:
+        """End the relay from outside: the upstream body breaks at once and the relay, seeing
+        `interrupted`, ends the client's stream with `reason` rather than blaming the backend."""
+        self.interrupted = reason
+        self.response.close()
 
     def close(self, *, abort: bool = False) -> None:
         """Release the lease; `abort` drops the upstream connection so the backend stops."""
@@ -55,14 +64,34 @@ class Exchange:
         self.lease.release()
 
 
+class ForwardObserver(Protocol):
+    """What the forwarder reports for metrics: only on retries and waits, never per request."""
+
+    def retried(self, model: str) -> None: ...
+
+    def waited(self, seconds: float) -> None: ...
+
+
+class NoObserver:
+    __slots__ = ()
+
+    def retried(self, model: str) -> None:
+        return None
+
+    def waited(self, seconds: float) -> None:
+        return None
+
+
 class Forwarder:
     def __init__(self, fleet: Fleet, upstream: Upstream, admission: Admission,
-                 health: PassiveHealth, *, max_attempts: int) -> None:
+                 health: PassiveHealth, *, max_attempts: int,
+                 observer: ForwardObserver | None = None) -> None:
         self._fleet = fleet
         self._upstream = upstream
         self._admission = admission
         self._health = health
         self._max_attempts = max_attempts
+        self._observer = observer or NoObserver()
 
     async def open(self, plan: AttemptPlan, call: UpstreamCall) -> Exchange:
         failures: list[UpstreamError] = []
@@ -71,7 +100,7 @@ class Forwarder:
             choice = plan.next()
             if choice is Verdict.BUSY:
                 deadline = deadline or self._admission.deadline()
-                await self._admission.wait_for_slot(plan.pool.members, deadline)
+                await self._wait_for_slot(plan, deadline)
                 continue
             if choice is Verdict.EXHAUSTED:
                 break
@@ -79,6 +108,8 @@ class Forwarder:
             if plan.panicked and not failures:
                 log.warning("pool_fail_open", model=plan.pool.name,
                             reason="no endpoint of the pool is up; trying them anyway")
+            if failures:
+                self._observer.retried(plan.pool.name)
             structlog.contextvars.bind_contextvars(endpoint=choice.name, attempt=len(plan.tried))
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))
@@ -89,6 +120,13 @@ class Forwarder:
             exchange.failures = failures
             return exchange
         raise _final_error(failures, plan)
+
+    async def _wait_for_slot(self, plan: AttemptPlan, deadline: float) -> None:
+        started = time.perf_counter()
+        try:
+            await self._admission.wait_for_slot(plan.pool.members, deadline)
+        finally:
+            self._observer.waited(time.perf_counter() - started)
 
     async def _attempt(self, endpoint: Endpoint, call: UpstreamCall, attempt: int) -> Exchange:
         lease = self._fleet.lease(endpoint)

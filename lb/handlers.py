@@ -11,7 +11,8 @@ from aiohttp import web
 
 from lb.errors import PayloadTooLarge
 from lb.forward import Exchange
-from lb.keys import PROBES, RUNTIME, record_of
+from lb.keys import METRICS, PROBES, RUNTIME, record_of
+from lb.metrics import CONTENT_TYPE
 from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import relay
@@ -63,7 +64,7 @@ async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
     abort = True  # cancelled (client gone) unless relay returns
     try:
         response, outcome = await relay(request, exchange, record)
-        abort = outcome.client_gone or outcome.broken is not None
+        abort = outcome.client_gone or outcome.broken is not None or outcome.interrupted
     finally:
         exchange.close(abort=abort)
     if outcome.broken is not None:
@@ -71,6 +72,8 @@ async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
         runtime.forwarder.count_failure(exchange.endpoint, outcome.broken)
     elif outcome.client_gone:
         record.outcome = "client_gone"
+    elif outcome.interrupted:
+        record.outcome = "interrupted"
     else:
         runtime.forwarder.succeeded(exchange.endpoint)
     return response
@@ -112,3 +115,9 @@ async def admin_endpoints(request: web.Request) -> web.Response:
         **(prober.snapshot(ep.name) if prober is not None else {}),
     } for ep in fleet]
     return json_response({"endpoints": rows})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format (the middleware asks for the admin key when one is set)."""
+    return web.Response(body=request.app[METRICS].exposition(),
+                        headers={"Content-Type": CONTENT_TYPE})

@@ -6,20 +6,32 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from lb.config import ProbesConfig
+from lb.drain import Drain
+from lb.endpoints import Endpoint
+from lb.metrics import Metrics
 from lb.observe import RequestRecord
-from lb.runtime import RuntimeHolder
+from lb.runtime import RuntimeFactory, RuntimeHolder
 from lb.upstream import Upstream
 
 
 class ProbeView(Protocol):
-    """What the prober shows per endpoint (last probe, latency, error) for /admin/endpoints."""
+    """What the app needs of the prober: its view per endpoint (last probe, latency, error) for
+    /admin/endpoints, and after a reload, tasks matched to the new fleet and a probe right now."""
 
     def snapshot(self, name: str) -> dict[str, Any]: ...
 
+    async def sync(self, config: ProbesConfig | None = None) -> None: ...
+
+    async def probe_once(self, endpoint: Endpoint) -> object: ...
+
 
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
+RUNTIME_FACTORY = web.AppKey("runtime_factory", RuntimeFactory)  # builds the next generation
 PROBES = web.AppKey("probes", ProbeView)
 UPSTREAM = web.AppKey("upstream", Upstream)
+METRICS = web.AppKey("metrics", Metrics)
+DRAIN = web.AppKey("drain", Drain)
 RECORD = web.RequestKey("record", RequestRecord)  # filled along the request path
 
 

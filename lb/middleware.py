@@ -21,7 +21,7 @@ from lb.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from lb.keys import RECORD, RUNTIME
+from lb.keys import DRAIN, METRICS, RECORD, RUNTIME
 from lb.observe import RequestRecord
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,25 +75,37 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[RECORD] = record
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=rid)
+    app = request.app
+    drain = app[DRAIN]
+    drain.begin()  # a shutdown waits for this request
     try:
-        _guard(request)
-        response = await handler(request)
-    except ApiError as exc:
-        response = _failed(record, exc, rid)
-    except web.HTTPException as exc:
-        response = _failed(record, _from_http(exc), rid)
-    except asyncio.CancelledError:
-        record.status, record.outcome = 499, "client_gone"
-        log.info("access", **record.access_fields())
-        raise
-    except Exception as exc:
-        log.exception("unhandled_error")
-        response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)
-    if not response.prepared:
-        response.headers.setdefault("X-Request-ID", rid)
-    record.status = response.status
+        try:
+            _guard(request)
+            response = await handler(request)
+        except ApiError as exc:
+            response = _failed(record, exc, rid)
+        except web.HTTPException as exc:
+            response = _failed(record, _from_http(exc), rid)
+        except asyncio.CancelledError:
+            record.status, record.outcome = 499, "client_gone"
+            _account(app, record)
+            raise
+        except Exception as exc:
+            log.exception("unhandled_error")
+            response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)
+        if not response.prepared:
+            response.headers.setdefault("X-Request-ID", rid)
+        record.status = response.status
+        _account(app, record)
+        return response
+    finally:
+        drain.end()
+
+
+def _account(app: web.Application, record: RequestRecord) -> None:
+    """The access line and the request metrics: the one place a finished request is counted."""
     log.info("access", **record.access_fields())
-    return response
+    app[METRICS].observe(record)
 
 
 def _failed(record: RequestRecord, exc: ApiError, rid: str) -> web.Response:

@@ -15,6 +15,8 @@ from typing import Any, BinaryIO, Literal
 import orjson
 import structlog
 
+from lb.usage import Usage
+
 LogFormat = Literal["json", "console"]
 
 
@@ -58,8 +60,9 @@ class RequestRecord:
     status: int = 0
     ttfb_s: float | None = None
     bytes_out: int = 0
-    outcome: str = "ok"  # ok | error | upstream_failed | client_gone
+    outcome: str = "ok"  # ok | error | upstream_failed | client_gone | interrupted
     error: str | None = None
+    usage: Usage | None = None  # when the backend reported token counts
 
     def access_fields(self) -> dict[str, Any]:
         now = time.perf_counter()
@@ -69,4 +72,6 @@ class RequestRecord:
             "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
+            **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
+               if self.usage else {}),
         }

@@ -2,6 +2,8 @@
 
 A backend that breaks mid-stream ends the client's stream with a terminal error event; a client that
 goes away aborts the upstream connection at once (the caller closes the exchange with abort=True).
+Streams being relayed are registered with the app's `Drain`, which can end them the same way when a
+shutdown outlasts its grace period. Token usage is picked out of the bytes we already hold.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from aiohttp import web
 
 from lb.errors import ApiError, StreamBroken, UpstreamError
 from lb.forward import Exchange
+from lb.keys import DRAIN
 from lb.observe import RequestRecord
 from lb.sse import SseDecoder
 from lb.upstream import body_chunks, returnable_headers
+from lb.usage import USAGE_KEY, find_usage
 
 
 class StreamFraming(Protocol):
@@ -53,6 +57,7 @@ PASSTHROUGH = Passthrough()
 class RelayOutcome:
     broken: UpstreamError | None = None  # the backend failed mid-body
     client_gone: bool = False
+    interrupted: bool = False  # the gateway ended it (shutdown): not the backend's fault
 
 
 def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str]:
@@ -66,13 +71,18 @@ def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str
 async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
                 framing: StreamFraming = PASSTHROUGH) -> tuple[web.StreamResponse, RelayOutcome]:
     headers = response_headers(exchange, record)
-    if exchange.body is not None:
+    body = exchange.body
+    if body is not None:
         record.ttfb_s = time.perf_counter() - record.started
-        record.bytes_out = len(exchange.body)
-        return web.Response(status=exchange.response.status, body=exchange.body,
+        record.bytes_out = len(body)
+        if exchange.response.status < 300:
+            record.usage = find_usage(body)
+        return web.Response(status=exchange.response.status, body=body,
                             headers=headers), RelayOutcome()
     response = web.StreamResponse(status=exchange.response.status, headers=headers)
     outcome = RelayOutcome()
+    streams = request.app[DRAIN].streams
+    streams.add(exchange)
     try:
         await response.prepare(request)
         if exchange.is_sse:
@@ -85,8 +95,13 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
     except StreamBroken as exc:
         # a plain (non-SSE) body cannot carry an error: the truncated body and the closed
         # connection tell the client
-        outcome.broken = exc
+        if exchange.interrupted is not None:
+            outcome.interrupted = True
+        else:
+            outcome.broken = exc
         _drop_connection(request)
+    finally:
+        streams.discard(exchange)
     return response, outcome
 
 
@@ -94,6 +109,7 @@ async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: Re
                     framing: StreamFraming, outcome: RelayOutcome) -> None:
     decoder = SseDecoder()
     write = response.write
+    with_usage = b""  # the last write that mentions usage: parsed once, at the end
     try:
         async for chunk in _chunks(exchange):
             events = decoder.feed(chunk)
@@ -103,11 +119,19 @@ async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: Re
                     if record.ttfb_s is None:
                         record.ttfb_s = time.perf_counter() - record.started
                     record.bytes_out += len(data)
+                    if USAGE_KEY in data:
+                        with_usage = data
                     await write(data)
         tail = decoder.flush() + framing.end()
     except StreamBroken as exc:
-        outcome.broken = exc
-        tail = framing.fail(exc)
+        if exchange.interrupted is not None:
+            outcome.interrupted = True
+            tail = framing.fail(exchange.interrupted)
+        else:
+            outcome.broken = exc
+            tail = framing.fail(exc)
+    if with_usage:
+        record.usage = find_usage(with_usage)
     if tail:
         record.bytes_out += len(tail)
         await write(tail)

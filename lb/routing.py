@@ -88,6 +88,16 @@ class Router:
             self._pools[model] = pool
         return pool
 
+    def knows(self, model: str) -> bool:
+        """True when `model` names a pool (a policy or a served model), even one with none up."""
+        try:
+            self.pool(model)
+        except ModelNotFound:
+            return False
+        except NoUsableEndpoint:
+            return True
+        return True
+
     def plan(self, model: str, key: str | None = None) -> AttemptPlan:
         pool = self.pool(model)
         return AttemptPlan(pool, PickRequest(model=pool.upstream, key=key))

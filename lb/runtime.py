@@ -1,7 +1,8 @@
 """One generation of the gateway's working state, built from one Config.
 
 Requests take `holder.current` once and finish on it, so a reload can swap in a new generation
-atomically while old requests complete on the endpoints they started with.
+atomically while old requests complete on the endpoints they started with. `RuntimeFactory` holds
+what every generation shares and builds the next one from the previous (see lb/reload.py).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from lb.admission import Admission
 from lb.auth import Auth, admin_auth, client_auth
 from lb.config import Config
 from lb.endpoints import Fleet
-from lb.forward import Forwarder
+from lb.forward import Forwarder, ForwardObserver
 from lb.health import PassiveHealth
+from lb.reload import next_fleet
 from lb.routing import Router
 from lb.upstream import Upstream
 
@@ -36,14 +38,35 @@ class RuntimeHolder:
     current: Runtime
 
 
+@dataclass(slots=True, eq=False)
+class RuntimeFactory:
+    """What every generation shares: the upstream client, randomness, clock and metrics hooks."""
+
+    upstream: Upstream
+    rng: random.Random
+    clock: Callable[[], float]
+    observer: ForwardObserver | None = None
+
+    def build(self, config: Config, previous: Runtime | None = None) -> Runtime:
+        """The first generation, or the next one after `previous` (its endpoints carried over)."""
+        return build_runtime(config, self.upstream, self.rng, self.clock, self.observer, previous)
+
+
 def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
-                  clock: Callable[[], float]) -> Runtime:
-    fleet = Fleet.from_configs(config.endpoints)
-    admission = Admission(fleet, max_queued=config.server.max_queued,
-                          timeout_s=config.server.queue_timeout)
+                  clock: Callable[[], float], observer: ForwardObserver | None = None,
+                  previous: Runtime | None = None) -> Runtime:
+    server = config.server
+    if previous is None:
+        fleet = Fleet.from_configs(config.endpoints)
+        admission = Admission(fleet, max_queued=server.max_queued, timeout_s=server.queue_timeout)
+    else:
+        fleet = next_fleet(previous.fleet, config.endpoints)
+        admission = previous.admission  # one queue: waiters of both generations share slots
+        admission.follow(fleet)
+        admission.configure(max_queued=server.max_queued, timeout_s=server.queue_timeout)
     health = PassiveHealth.from_config(config.probes, clock)
     forwarder = Forwarder(fleet, upstream, admission, health,
-                          max_attempts=config.retry.max_attempts)
+                          max_attempts=config.retry.max_attempts, observer=observer)
     admin_key = config.server.admin_key
     return Runtime(
         config=config,

@@ -1,10 +1,14 @@
-"""Running the gateway: event loop, listening socket, signals; `--demo` adds three sim backends."""
+"""Running the gateway: event loop, listening socket, signals; `--demo` adds three sim backends.
+
+What happens on signals (reload, drain) and what systemd is told lives in lb/lifecycle.py.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import functools
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,9 +16,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from lb import sdnotify
 from lb.app import build_app
 from lb.config import Config, load_config, parse_config
+from lb.drain import CUT_GRACE_S
 from lb.errors import ConfigError
+from lb.keys import DRAIN
+from lb.lifecycle import ConfigLoader, Signals, serve_until_stopped
 from lb.observe import configure_logging
 
 log = structlog.get_logger("lb.serve")
@@ -24,12 +32,24 @@ DEMO_TOKENS_PER_S = 40.0  # slow enough to watch a stream arrive token by token
 
 def serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
+    load = None if args.demo else functools.partial(_load, args.config, args.host, args.port)
     try:
-        config = None if args.demo else load_config(args.config)
+        config = None if load is None else load()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    return _run(lambda: _serve(config, args.host, args.port))
+    return _run(lambda: _serve(config, load, args.host, args.port))
+
+
+def _load(path: str, host: str | None, port: int | None) -> Config:
+    """The config file with the command line's overrides, at start and on every reload."""
+    return _with_overrides(load_config(path), host, port)
+
+
+def _with_overrides(config: Config, host: str | None, port: int | None) -> Config:
+    server = config.server.model_copy(update={
+        k: v for k, v in (("host", host), ("port", port)) if v is not None})
+    return config.model_copy(update={"server": server})
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
@@ -44,36 +64,37 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     return 0
 
 
-async def _serve(config: Config | None, host: str | None, port: int | None) -> None:
+async def _serve(config: Config | None, load: ConfigLoader | None, host: str | None,
+                 port: int | None) -> None:
+    signals = Signals()  # first: a SIGHUP during start-up must not kill the process
     sims: list[web.AppRunner] = []
     if config is None:
         config, sims = await _start_demo_backends()
-    server = config.server.model_copy(update={
-        k: v for k, v in (("host", host), ("port", port)) if v is not None})
-    config = config.model_copy(update={"server": server})
-    runner = web.AppRunner(build_app(config), handler_cancellation=True, access_log=None,
-                           shutdown_timeout=config.server.drain_timeout)
+        config = _with_overrides(config, host, port)
+    server = config.server
+    app = build_app(config)
+    signals.on_repeated_stop = app[DRAIN].hurry
+    # our drain (app.on_shutdown) ends every stream; aiohttp's own timeout is the last resort
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=CUT_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, server.host, server.port, backlog=1024)
     await site.start()
     log.info("listening", url=f"http://{server.host}:{server.port}")
     if sims:
         _print_demo_help(server.host, server.port)
+    notifier = sdnotify.notifier_from_env(os.environ)
     try:
-        await _wait_for_stop_signal()
+        await serve_until_stopped(app, signals, load, notifier,
+                                  sdnotify.watchdog_interval_s(os.environ))
     finally:
-        log.info("stopping")
+        in_flight = app[DRAIN].requests
+        notifier.notify(*sdnotify.stopping(f"draining {in_flight} requests"))
+        log.info("stopping", requests=in_flight)
         await runner.cleanup()
+        notifier.close()
         for sim in sims:
             await sim.cleanup()
-
-
-async def _wait_for_stop_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 async def _start_demo_backends() -> tuple[Config, list[web.AppRunner]]:

@@ -58,11 +58,15 @@ class Upstream:
     """Sends one attempt to one endpoint; owns the shared ClientSession (set by the app)."""
 
     def __init__(self, timeouts: TimeoutsConfig) -> None:
+        self.set_timeouts(timeouts)
+        self._session: aiohttp.ClientSession | None = None
+
+    def set_timeouts(self, timeouts: TimeoutsConfig) -> None:
+        """Timeouts for requests sent from now on (a reload); requests under way keep theirs."""
         self._timeouts = timeouts
         # sock_read first covers the wait for headers; after them it becomes the idle gap
         self._timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
                                               sock_read=timeouts.first_byte)
-        self._session: aiohttp.ClientSession | None = None
 
     @property
     def timeouts(self) -> TimeoutsConfig:

@@ -18,6 +18,7 @@ from lb.middleware import error_response
     (errors.NotImplementedApi("x"), 501, "server_error", 501),
     (errors.BadGateway("x"), 502, "server_error", "upstream_error"),
     (errors.NoUsableEndpoint("x"), 503, "server_error", "no_usable_endpoint"),
+    (errors.ShuttingDown("x"), 503, "server_error", "shutting_down"),
     (errors.GatewayTimeout("x"), 504, "server_error", "upstream_timeout"),
 ])
 def test_rendering(exc: errors.ApiError, status: int, type_: str, code: object) -> None:
