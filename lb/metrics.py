@@ -1,6 +1,7 @@
 """Prometheus metrics: one registry per app. Request metrics are recorded once per request from the
-access record; endpoint gauges are read from the live fleet at scrape time, costing nothing per
-request. Labelled children are cached per (model, endpoint, api) so a request does no `.labels()`.
+access record into plain numbers per (model, endpoint, api); endpoint gauges are read from the live
+fleet. Both become metric families only when scraped, so a request pays a dict lookup and a few
+additions.
 
 Label values stay bounded: a model is a label only once routing knew it (anything else counts as
 "unknown"), endpoints come from the config, `api` from a fixed table, statuses are HTTP codes.
@@ -9,11 +10,19 @@ Label values stay bounded: a model is a label only once routing knew it (anythin
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from lb.endpoints import Fleet
 from lb.observe import RequestRecord
@@ -49,89 +58,145 @@ def api_of(path: str) -> str:
     return "other"
 
 
+class Buckets:
+    """A histogram kept as plain counts: one observation is a bisect and two additions (the event
+    loop is one thread: no lock). Cumulated into Prometheus buckets only when scraped."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts there
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running = list(accumulate(self.counts))
+        les = [*map(floatToGoString, self.bounds), "+Inf"]
+        return [(le, float(n)) for le, n in zip(les, running, strict=True)]
+
+
 @dataclass(slots=True, eq=False)
 class _Series:
-    """The children of one (model, endpoint, api): what a request updates, ready to use."""
+    """What requests of one (model, endpoint, api) added up to."""
 
-    labels: tuple[str, str, str]
-    duration: Histogram
-    ttfb: Histogram
-    by_status: dict[int, Counter] = field(default_factory=dict)
-    stream_failures: Counter | None = None
-    tokens: tuple[Counter, Counter] | None = None
+    duration: Buckets = field(default_factory=lambda: Buckets(DURATION_BUCKETS_S))
+    ttfb: Buckets = field(default_factory=lambda: Buckets(TTFB_BUCKETS_S))
+    by_status: dict[int, int] = field(default_factory=dict)
+    stream_failures: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    has_usage: bool = False
 
 
 class Metrics:
-    """The app's metrics; implements the forwarder's `ForwardObserver` (retries, queue waits)."""
+    """The app's metrics; implements the forwarder's `ForwardObserver` (retries, queue waits).
+
+    Counters are plain numbers updated on the request path and turned into metric families by
+    `collect()` when scraped, which is cheaper per request than prometheus-client's own metric
+    objects (a lock and a label lookup per update).
+    """
 
     def __init__(self, fleet: Callable[[], Fleet], knows_model: Callable[[str], bool]) -> None:
-        self.registry = CollectorRegistry(auto_describe=False)
         self._knows_model = knows_model
-        reg = self.registry
-        self._requests = Counter("fleetlb_requests", "Requests answered, by final status.",
-                                 ["model", "endpoint", "api", "status"], registry=reg)
-        self._duration = Histogram("fleetlb_request_duration_seconds",
-                                   "Time from request to the last byte of the answer.",
-                                   ["model", "endpoint", "api"], registry=reg,
-                                   buckets=DURATION_BUCKETS_S)
-        self._ttfb = Histogram("fleetlb_time_to_first_byte_seconds",
-                               "Time from request to the first body byte sent to the client.",
-                               ["model", "endpoint", "api"], registry=reg, buckets=TTFB_BUCKETS_S)
-        self._retries = Counter("fleetlb_retries", "Attempts on another endpoint after a failure.",
-                                ["model"], registry=reg)
-        self._stream_failures = Counter("fleetlb_stream_failures",
-                                        "Bodies that broke after their first byte was sent.",
-                                        ["model", "endpoint"], registry=reg)
-        self._tokens = Counter("fleetlb_tokens", "Tokens, as reported by backends in `usage`.",
-                               ["model", "endpoint", "kind"], registry=reg)
-        self._queue_wait = Histogram("fleetlb_queue_wait_seconds",
-                                     "Time requests waited for a free endpoint slot.",
-                                     registry=reg, buckets=QUEUE_BUCKETS_S)
-        self._reloads = Counter("fleetlb_config_reloads", "Config reloads (SIGHUP), by result.",
-                                ["result"], registry=reg)
-        for result in ("ok", "error"):
-            self._reloads.labels(result)
-        reg.register(FleetCollector(fleet))
         self._series: dict[tuple[str, str, str], _Series] = {}
-        self._retry_children: dict[str, Counter] = {}
+        self._retries: dict[str, int] = {}
+        self._queue_wait = Buckets(QUEUE_BUCKETS_S)
+        self._reloads = {"ok": 0, "error": 0}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self.registry.register(FleetCollector(fleet))
 
     def observe(self, record: RequestRecord) -> None:
         """Count one finished request (called with its access line)."""
         duration_s = time.perf_counter() - record.started
         key = (self._model_label(record), record.endpoint or "", api_of(record.path))
-        series = self._series.get(key) or self._add_series(key)
-        status = series.by_status.get(record.status)
-        if status is None:
-            status = series.by_status[record.status] = self._requests.labels(*key, record.status)
-        status.inc()
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        by_status = series.by_status
+        by_status[record.status] = by_status.get(record.status, 0) + 1
         series.duration.observe(duration_s)
         if record.ttfb_s is not None:
             series.ttfb.observe(record.ttfb_s)
         if record.outcome == "upstream_failed":
-            if series.stream_failures is None:
-                series.stream_failures = self._stream_failures.labels(key[0], key[1])
-            series.stream_failures.inc()
-        if record.usage is not None:
-            if series.tokens is None:
-                series.tokens = (self._tokens.labels(key[0], key[1], "input"),
-                                 self._tokens.labels(key[0], key[1], "output"))
-            series.tokens[0].inc(record.usage.input_tokens)
-            series.tokens[1].inc(record.usage.output_tokens)
+            series.stream_failures += 1
+        usage = record.usage
+        if usage is not None:
+            series.input_tokens += usage.input_tokens
+            series.output_tokens += usage.output_tokens
+            series.has_usage = True
 
     def retried(self, model: str) -> None:
-        child = self._retry_children.get(model)
-        if child is None:
-            child = self._retry_children[model] = self._retries.labels(model)
-        child.inc()
+        self._retries[model] = self._retries.get(model, 0) + 1
 
     def waited(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)
 
     def config_reloaded(self, ok: bool) -> None:
-        self._reloads.labels("ok" if ok else "error").inc()
+        self._reloads["ok" if ok else "error"] += 1
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def describe(self) -> list[Metric]:
+        return []  # computed at scrape time; nothing to pre-register
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._request_families()
+        retries = CounterMetricFamily("fleetlb_retries",
+                                      "Attempts on another endpoint after a failure.",
+                                      labels=["model"])
+        for model, n in self._retries.items():
+            retries.add_metric([model], n)
+        queue = HistogramMetricFamily("fleetlb_queue_wait_seconds",
+                                      "Time requests waited for a free endpoint slot.")
+        queue.add_metric([], self._queue_wait.cumulative(), self._queue_wait.total)
+        reloads = CounterMetricFamily("fleetlb_config_reloads",
+                                      "Config reloads (SIGHUP), by result.", labels=["result"])
+        for result, n in self._reloads.items():
+            reloads.add_metric([result], n)
+        yield from (retries, queue, reloads)
+
+    def _request_families(self) -> Iterator[Metric]:
+        labels = ["model", "endpoint", "api"]
+        requests = CounterMetricFamily("fleetlb_requests", "Requests answered, by final status.",
+                                       labels=[*labels, "status"])
+        duration = HistogramMetricFamily("fleetlb_request_duration_seconds",
+                                         "Time from request to the last byte of the answer.",
+                                         labels=labels)
+        ttfb = HistogramMetricFamily("fleetlb_time_to_first_byte_seconds",
+                                     "Time from request to the first body byte sent.",
+                                     labels=labels)
+        failures: dict[tuple[str, str], int] = {}
+        tokens: dict[tuple[str, str], tuple[int, int]] = {}
+        for key, series in self._series.items():
+            for status, n in series.by_status.items():
+                requests.add_metric([*key, str(status)], n)
+            duration.add_metric(list(key), series.duration.cumulative(), series.duration.total)
+            ttfb.add_metric(list(key), series.ttfb.cumulative(), series.ttfb.total)
+            pair = (key[0], key[1])  # these two are not broken down by api
+            if series.stream_failures:
+                failures[pair] = failures.get(pair, 0) + series.stream_failures
+            if series.has_usage:
+                before = tokens.get(pair, (0, 0))
+                tokens[pair] = (before[0] + series.input_tokens,
+                                before[1] + series.output_tokens)
+        stream_failures = CounterMetricFamily(
+            "fleetlb_stream_failures", "Bodies that broke after their first byte was sent.",
+            labels=["model", "endpoint"])
+        for pair, n in failures.items():
+            stream_failures.add_metric(list(pair), n)
+        token_family = CounterMetricFamily("fleetlb_tokens",
+                                           "Tokens, as reported by backends in `usage`.",
+                                           labels=["model", "endpoint", "kind"])
+        for pair, (inputs, outputs) in tokens.items():
+            token_family.add_metric([*pair, "input"], inputs)
+            token_family.add_metric([*pair, "output"], outputs)
+        yield from (requests, duration, ttfb, stream_failures, token_family)
 
     def _model_label(self, record: RequestRecord) -> str:
         model = record.model
@@ -140,11 +205,6 @@ class Metrics:
         if record.endpoint is not None:  # it was routed, so a pool serves it
             return model
         return model if self._knows_model(model) else UNKNOWN_MODEL
-
-    def _add_series(self, key: tuple[str, str, str]) -> _Series:
-        series = _Series(key, self._duration.labels(*key), self._ttfb.labels(*key))
-        self._series[key] = series
-        return series
 
 
 class FleetCollector:
