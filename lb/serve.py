@@ -52,7 +52,7 @@ def _with_overrides(config: Config, host: str | None, port: int | None) -> Confi
     return config.model_copy(update={"server": server})
 
 
-def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     try:
         import uvloop
 
@@ -60,12 +60,12 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.Runner()
     with runner:
-        runner.run(main())
-    return 0
+        return runner.run(main())
 
 
 async def _serve(config: Config | None, load: ConfigLoader | None, host: str | None,
-                 port: int | None) -> None:
+                 port: int | None) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after a drain, 1 when the address cannot be bound."""
     signals = Signals()  # first: a SIGHUP during start-up must not kill the process
     sims: list[web.AppRunner] = []
     if config is None:
@@ -78,23 +78,28 @@ async def _serve(config: Config | None, load: ConfigLoader | None, host: str | N
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
                            shutdown_timeout=CUT_GRACE_S)
     await runner.setup()
-    site = web.TCPSite(runner, server.host, server.port, backlog=1024)
-    await site.start()
-    log.info("listening", url=f"http://{server.host}:{server.port}")
-    if sims:
-        _print_demo_help(server.host, server.port)
     notifier = sdnotify.notifier_from_env(os.environ)
     try:
+        site = web.TCPSite(runner, server.host, server.port, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot_listen", host=server.host, port=server.port, error=str(exc))
+            return 1
+        log.info("listening", url=f"http://{server.host}:{server.port}")
+        if sims:
+            _print_demo_help(server.host, server.port)
         await serve_until_stopped(app, signals, load, notifier,
                                   sdnotify.watchdog_interval_s(os.environ))
     finally:
         in_flight = app[DRAIN].requests
-        notifier.notify(*sdnotify.stopping(f"draining {in_flight} requests"))
+        notifier.notify(*sdnotify.stopping(f"stopping, {in_flight} in flight"))
         log.info("stopping", requests=in_flight)
-        await runner.cleanup()
+        await runner.cleanup()  # closes the listener, then drains (lifecycle.drain_on_shutdown)
         notifier.close()
         for sim in sims:
             await sim.cleanup()
+    return 0
 
 
 async def _start_demo_backends() -> tuple[Config, list[web.AppRunner]]:

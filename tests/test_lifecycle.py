@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -220,3 +222,20 @@ async def test_streams_outlasting_drain_timeout_end_with_an_error_event(
     assert await lb.exit_code() == 0
     [cut] = lb.events("drain_timeout")
     assert cut["cut_streams"] == 3
+
+
+def test_an_address_in_use_exits_1_with_one_error_line(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text(fleet_toml([("a", "http://127.0.0.1:9", 1)]))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "lb", "serve", "--config", str(config),
+                               "--port", str(port)], capture_output=True, timeout=30, check=False)
+    assert done.returncode == 1  # systemd's Restart=on-failure tries again
+    lines = [orjson.loads(line) for line in done.stdout.splitlines() if line.startswith(b"{")]
+    [error] = [line for line in lines if line["event"] == "cannot_listen"]
+    assert error["port"] == port and "in use" in error["error"]
+    assert b"Traceback" not in done.stdout + done.stderr
+    assert b"Unclosed" not in done.stdout + done.stderr  # the app's resources were closed
