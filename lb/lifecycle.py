@@ -157,16 +157,17 @@ async def _reload(app: web.Application, load: ConfigLoader | None) -> bool:
 
 async def drain_on_shutdown(app: web.Application) -> None:
     """on_shutdown: the listening socket is closed; let requests finish for `drain_timeout`, then
-    end the streams still going with a terminal error event."""
+    end the streams still going with a terminal error event and answer the rest 503."""
     drain = app[DRAIN]
     timeout_s = app[RUNTIME].current.config.server.drain_timeout
     if drain.requests:
         log.info("draining", requests=drain.requests, streams=len(drain.streams),
                  drain_timeout_s=timeout_s)
-    cut = await drain.settle(timeout_s)
-    if cut:
-        log.warning("drain_timeout", cut_streams=cut,
-                    message="streams still going at the end of the drain were ended with an error")
+    streams, waiting = await drain.settle(timeout_s)
+    if streams or waiting:
+        log.warning("drain_timeout", cut_streams=streams, cut_waiting=waiting,
+                    message="requests still going at the end of the drain period were ended "
+                            "with an error: streams with a terminal error event, the others 503")
 
 
 def status_line(fleet: Fleet) -> str:

@@ -19,6 +19,7 @@ from lb.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ShuttingDown,
     Unauthorized,
 )
 from lb.keys import DRAIN, METRICS, RECORD, RUNTIME
@@ -87,9 +88,14 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         except web.HTTPException as exc:
             response = _failed(record, _from_http(exc), rid)
         except asyncio.CancelledError:
-            record.status, record.outcome = 499, "client_gone"
-            _account(app, record)
-            raise
+            if not drain.cut_short():
+                record.status, record.outcome = 499, "client_gone"
+                _account(app, record)
+                raise
+            # the drain period is over and this request was still waiting for its backend
+            response = _failed(record, ShuttingDown("fleetlb is shutting down: the request "
+                                                    "outlasted the drain period"), rid)
+            record.outcome = "interrupted"
         except Exception as exc:
             log.exception("unhandled_error")
             response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)

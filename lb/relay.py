@@ -81,8 +81,8 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
                             headers=headers), RelayOutcome()
     response = web.StreamResponse(status=exchange.response.status, headers=headers)
     outcome = RelayOutcome()
-    streams = request.app[DRAIN].streams
-    streams.add(exchange)
+    drain = request.app[DRAIN]
+    drain.relaying(exchange)
     try:
         await response.prepare(request)
         if exchange.is_sse:
@@ -101,7 +101,7 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
             outcome.broken = exc
         _drop_connection(request)
     finally:
-        streams.discard(exchange)
+        drain.relayed()
     return response, outcome
 
 

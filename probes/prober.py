@@ -40,7 +40,7 @@ class EventLog(Protocol):
 class ProbeRecord:
     """What the prober knows about one endpoint beyond the `Endpoint` state itself."""
 
-    config: EndpointConfig  # a changed config (reload) starts a fresh record
+    config: EndpointConfig  # a new URL or kind (reload) starts a fresh record; weights etc. don't
     streak: Streak = field(default_factory=Streak)
     last_probe_at: float | None = None  # wall-clock epoch seconds, for people
     last_error: str | None = None  # of the latest probe; None when it succeeded
@@ -143,8 +143,10 @@ class Prober:
 
     def _record_for(self, endpoint: Endpoint) -> ProbeRecord:
         record = self._records.get(endpoint.name)
-        if record is None or record.config != endpoint.config:
-            record = self._records[endpoint.name] = ProbeRecord(endpoint.config)
+        config = endpoint.config
+        if record is None or (record.config.url, record.config.kind) != (config.url, config.kind):
+            record = self._records[endpoint.name] = ProbeRecord(config)
+        record.config = config
         return record
 
     def _apply_findings(self, endpoint: Endpoint, result: CheckResult) -> None:

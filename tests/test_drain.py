@@ -62,3 +62,21 @@ async def test_stream_outlasting_the_drain_ends_with_an_error_event(
             break
         await asyncio.sleep(0.02)
     assert sim.behavior.disconnects == 1
+
+
+async def test_request_still_waiting_for_its_backend_gets_a_503(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    sim = await start_sim("m1", ttft_ms=60_000)  # answers long after the drain period
+    gw = await start_gateway({"server": {"drain_timeout": 0.2},
+                              "endpoints": [endpoint("a", sim)]})
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
+        waiting = asyncio.create_task(session.post(gw.url + "/v1/chat/completions", json=body))
+        while gw.app[DRAIN].requests == 0:
+            await asyncio.sleep(0.01)
+        await gw.server.close()
+        resp = await waiting
+        assert resp.status == 503
+        assert (await resp.json())["error"]["code"] == "shutting_down"
+    a = gw.fleet.get("a")
+    assert a is not None and a.in_flight == 0 and a.live_failures == 0

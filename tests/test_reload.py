@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 
-from lb.config import Config, parse_config
+from lb.config import Config, EndpointConfig, ProbesConfig, parse_config
 from lb.endpoints import Fleet, HealthState
 from lb.errors import ConfigError
 from lb.keys import METRICS, RUNTIME, UPSTREAM
 from lb.lifecycle import reload
 from lb.reload import ConfigChange, diff_configs, keep_restart_only, next_fleet
 from lb.sdnotify import NoNotify
+from probes.prober import Prober
 from tests.conftest import GatewayFactory, SimFactory, endpoint
 
 
@@ -157,3 +161,20 @@ async def test_invalid_config_keeps_the_old_one(start_sim: SimFactory,
     assert errors[0]["level"] == "error"
     name, _ = await stream_text(gw.url, max_tokens=2)
     assert name == "a"
+
+
+async def test_probe_history_survives_a_settings_change(start_sim: SimFactory) -> None:
+    sim = await start_sim("m1")
+    fleet = Fleet.from_configs(config(endpoints=[{"name": "a", "url": sim.url}]).endpoints)
+    ep = fleet.get("a")
+    assert ep is not None
+    async with aiohttp.ClientSession() as session:
+        prober = Prober(lambda: fleet, ProbesConfig(), session, clock=time.monotonic,
+                        rng=random.Random(0), log=structlog.get_logger("test"))
+        await prober.probe_once(ep)
+        ep.reconfigure(EndpointConfig(name="a", url=sim.url, weight=5, max_in_flight=3))
+        await prober.probe_once(ep)
+        assert prober.snapshot("a")["consecutive_successes"] == 2  # not started over
+        ep.reconfigure(EndpointConfig(name="a", url=sim.url, kind="vllm"))  # other probes
+        await prober.probe_once(ep)
+        assert prober.snapshot("a")["consecutive_successes"] == 1  # a fresh record
