@@ -34,13 +34,14 @@ class Drain:
     def requests(self) -> int:
         return len(self._tasks)
 
-    def begin(self) -> None:
+    def begin(self) -> asyncio.Task[object] | None:
+        """A request starts (in its handler task); give what this returns to `end`."""
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        return task
 
-    def end(self) -> None:
-        task = asyncio.current_task()
+    def end(self, task: asyncio.Task[object] | None) -> None:
         if task is not None:
             self._tasks.discard(task)
         if not self._tasks and self._idle is not None:

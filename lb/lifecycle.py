@@ -119,6 +119,9 @@ async def reload(app: web.Application, load: ConfigLoader | None, notifier: Noti
     notifier.notify(*sdnotify.reloading())
     try:
         ok = await _reload(app, load)
+    except Exception:  # a bug in a reload must not take the serving gateway down with it
+        log.exception("config_reload_crashed")
+        ok = False
     finally:
         notifier.notify(*sdnotify.ready(status_line(app[RUNTIME].current.fleet)))
     app[METRICS].config_reloaded(ok)

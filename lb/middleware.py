@@ -78,34 +78,33 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     structlog.contextvars.bind_contextvars(request_id=rid)
     app = request.app
     drain = app[DRAIN]
-    drain.begin()  # a shutdown waits for this request
+    task = drain.begin()  # a shutdown waits for the handler to finish
     try:
-        try:
-            _guard(request)
-            response = await handler(request)
-        except ApiError as exc:
-            response = _failed(record, exc, rid)
-        except web.HTTPException as exc:
-            response = _failed(record, _from_http(exc), rid)
-        except asyncio.CancelledError:
-            if not drain.cut_short():
-                record.status, record.outcome = 499, "client_gone"
-                _account(app, record)
-                raise
-            # the drain period is over and this request was still waiting for its backend
-            response = _failed(record, ShuttingDown("fleetlb is shutting down: the request "
-                                                    "outlasted the drain period"), rid)
-            record.outcome = "interrupted"
-        except Exception as exc:
-            log.exception("unhandled_error")
-            response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)
-        if not response.prepared:
-            response.headers.setdefault("X-Request-ID", rid)
-        record.status = response.status
-        _account(app, record)
-        return response
+        _guard(request)
+        response = await handler(request)
+    except ApiError as exc:
+        response = _failed(record, exc, rid)
+    except web.HTTPException as exc:
+        response = _failed(record, _from_http(exc), rid)
+    except asyncio.CancelledError:
+        if not drain.cut_short():
+            record.status, record.outcome = 499, "client_gone"
+            _account(app, record)
+            raise
+        # the drain period is over and this request was still waiting for its backend
+        response = _failed(record, ShuttingDown("fleetlb is shutting down: the request "
+                                                "outlasted the drain period"), rid)
+        record.outcome = "interrupted"
+    except Exception as exc:
+        log.exception("unhandled_error")
+        response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)
     finally:
-        drain.end()
+        drain.end(task)
+    if not response.prepared:
+        response.headers.setdefault("X-Request-ID", rid)
+    record.status = response.status
+    _account(app, record)
+    return response
 
 
 def _account(app: web.Application, record: RequestRecord) -> None:

@@ -178,3 +178,21 @@ async def test_probe_history_survives_a_settings_change(start_sim: SimFactory) -
         ep.reconfigure(EndpointConfig(name="a", url=sim.url, kind="vllm"))  # other probes
         await prober.probe_once(ep)
         assert prober.snapshot("a")["consecutive_successes"] == 1  # a fresh record
+
+
+async def test_a_crash_while_reloading_keeps_serving(start_sim: SimFactory,
+                                                     start_gateway: GatewayFactory,
+                                                     log_lines: Any) -> None:
+    sim = await start_sim("m1")
+    gw = await start_gateway(keyed(endpoint("a", sim)))
+    before = gw.app[RUNTIME].current
+
+    def buggy() -> Config:
+        raise RuntimeError("a bug, not a bad file")
+
+    assert not await reload(gw.app, buggy, NoNotify())
+    assert gw.app[RUNTIME].current is before
+    assert [line["event"] for line in log_lines() if line["level"] == "error"] == [
+        "config_reload_crashed"]
+    name, _ = await stream_text(gw.url, max_tokens=2)
+    assert name == "a"
