@@ -8,7 +8,8 @@
         ├── Unauthorized        401 invalid_api_key
         ├── Forbidden           403 permission_denied
         ├── NotFound            404 not_found
-        │   └── ModelNotFound   404 model_not_found
+        │   ├── ModelNotFound   404 model_not_found
+        │   └── PreviousResponseNotFound  404 previous_response_not_found
         ├── MethodNotAllowed    405 method_not_allowed
         ├── PayloadTooLarge     413 payload_too_large
         ├── RateLimited         429 rate_limit_exceeded (+ Retry-After)
@@ -16,6 +17,7 @@
         ├── BadGateway          502 upstream_error (every attempt failed)
         ├── NoUsableEndpoint    503 no_usable_endpoint
         ├── GatewayTimeout      504 upstream_timeout
+        ├── StoreError          500 store_error (the response store failed)
         └── UpstreamError       an attempt on one endpoint failed (drives failover)
             ├── UpstreamConnectError   connect refused/reset before the response headers
             ├── UpstreamTimeout        no response headers within timeouts.first_byte
@@ -96,6 +98,11 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class PreviousResponseNotFound(NotFound):
+    type = "invalid_request_error"
+    code = "previous_response_not_found"
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     type = "invalid_request_error"
@@ -143,6 +150,14 @@ class GatewayTimeout(ApiError):
     status = 504
     type = "server_error"
     code = "upstream_timeout"
+
+
+class StoreError(ApiError):
+    """The response store (SQLite, Redis) failed: the request cannot be answered correctly."""
+
+    status = 500
+    type = "server_error"
+    code = "store_error"
 
 
 class UpstreamError(ApiError):

@@ -6,6 +6,7 @@ already in hand, so a backend that dies before saying anything still moves the r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -55,6 +56,9 @@ class Exchange:
         self.lease.release()
 
 
+CallFor = Callable[[Endpoint], UpstreamCall]
+
+
 class Forwarder:
     def __init__(self, fleet: Fleet, upstream: Upstream, admission: Admission,
                  health: PassiveHealth, *, max_attempts: int) -> None:
@@ -64,7 +68,8 @@ class Forwarder:
         self._health = health
         self._max_attempts = max_attempts
 
-    async def open(self, plan: AttemptPlan, call: UpstreamCall) -> Exchange:
+    async def open(self, plan: AttemptPlan, call_for: CallFor) -> Exchange:
+        """The first attempt that answers; `call_for` builds what to send to each endpoint."""
         failures: list[UpstreamError] = []
         deadline: float | None = None
         while len(plan.tried) < self._max_attempts:
@@ -80,6 +85,7 @@ class Forwarder:
                 log.warning("pool_fail_open", model=plan.pool.name,
                             reason="no endpoint of the pool is up; trying them anyway")
             structlog.contextvars.bind_contextvars(endpoint=choice.name, attempt=len(plan.tried))
+            call = call_for(choice)  # may raise BadRequest: nothing is leased yet
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))
             except UpstreamError as exc:

@@ -14,7 +14,8 @@ from lb.forward import Exchange
 from lb.keys import PROBES, RUNTIME, record_of
 from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
-from lb.relay import relay
+from lb.relay import PASSTHROUGH, StreamFraming, relay
+from lb.responses.modes import model_mode
 from lb.runtime import Runtime
 from lb.upstream import UpstreamCall, forwardable_headers
 
@@ -50,19 +51,20 @@ def openai_proxy(path: str) -> Handler:
                                    payload.session_key(request.headers.get(SESSION_HEADER)))
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
                             payload.for_upstream(plan.pool.upstream), record.request_id)
-        exchange = await runtime.forwarder.open(plan, call)
+        exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)
         return await deliver(request, runtime, exchange, record)
 
     return handle
 
 
 async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
-                  record: RequestRecord) -> web.StreamResponse:
+                  record: RequestRecord, framing: StreamFraming = PASSTHROUGH,
+                  headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Relay one exchange; the lease is released and the outcome recorded on every path."""
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     abort = True  # cancelled (client gone) unless relay returns
     try:
-        response, outcome = await relay(request, exchange, record)
+        response, outcome = await relay(request, exchange, record, framing, headers)
         abort = outcome.client_gone or outcome.broken is not None
     finally:
         exchange.close(abort=abort)
@@ -83,7 +85,8 @@ async def list_models(request: web.Request) -> web.Response:
         members = router.pool(name).members
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "fleetlb",
                      "fleetlb": {"endpoints": len(members),
-                                 "healthy": sum(1 for ep in members if ep.is_up)}})
+                                 "healthy": sum(1 for ep in members if ep.is_up),
+                                 "responses": model_mode(members)}})
     return json_response({"object": "list", "data": data})
 
 

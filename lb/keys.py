@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from lb.observe import RequestRecord
+from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeHolder
 from lb.upstream import Upstream
 
@@ -18,6 +19,7 @@ class ProbeView(Protocol):
 
 
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
+RESPONSES = web.AppKey("responses", ResponsesContext)
 PROBES = web.AppKey("probes", ProbeView)
 UPSTREAM = web.AppKey("upstream", Upstream)
 RECORD = web.RequestKey("record", RequestRecord)  # filled along the request path

@@ -26,9 +26,17 @@ class StreamFraming(Protocol):
 
     def events(self, raw: list[bytes]) -> bytes: ...
 
-    def end(self) -> bytes: ...
+    def end(self, tail: bytes) -> bytes:
+        """The upstream body ended; `tail` is what followed the last whole event (usually b"")."""
+        ...
 
     def fail(self, error: ApiError) -> bytes: ...
+
+
+class Writer(Protocol):
+    """Where client bytes go: an aiohttp StreamResponse, or a WebSocket adapter."""
+
+    async def write(self, data: bytes) -> None: ...
 
 
 class Passthrough:
@@ -39,8 +47,8 @@ class Passthrough:
     def events(self, raw: list[bytes]) -> bytes:
         return raw[0] if len(raw) == 1 else b"".join(raw)
 
-    def end(self) -> bytes:
-        return b""
+    def end(self, tail: bytes) -> bytes:
+        return tail  # bytes unchanged, even an unterminated last event
 
     def fail(self, error: ApiError) -> bytes:
         return b"data: " + orjson.dumps(error.body()) + b"\n\n"
@@ -55,8 +63,11 @@ class RelayOutcome:
     client_gone: bool = False
 
 
-def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str]:
+def response_headers(exchange: Exchange, record: RequestRecord,
+                     extra: dict[str, str] | None = None) -> dict[str, str]:
     headers = dict(returnable_headers(exchange.response.headers))
+    if extra:
+        headers.update(extra)
     headers["X-Request-ID"] = record.request_id
     headers["x-fleetlb-endpoint"] = exchange.endpoint.name
     headers["x-fleetlb-attempts"] = str(exchange.attempts)
@@ -64,8 +75,9 @@ def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str
 
 
 async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
-                framing: StreamFraming = PASSTHROUGH) -> tuple[web.StreamResponse, RelayOutcome]:
-    headers = response_headers(exchange, record)
+                framing: StreamFraming = PASSTHROUGH, headers: dict[str, str] | None = None,
+                ) -> tuple[web.StreamResponse, RelayOutcome]:
+    headers = response_headers(exchange, record, headers)
     if exchange.body is not None:
         record.ttfb_s = time.perf_counter() - record.started
         record.bytes_out = len(exchange.body)
@@ -76,7 +88,7 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
     try:
         await response.prepare(request)
         if exchange.is_sse:
-            await _pump_sse(response, exchange, record, framing, outcome)
+            await pump_sse(response, exchange, record, framing, outcome)
         else:
             await _pump_bytes(response, exchange, record)
         await response.write_eof()
@@ -90,8 +102,9 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
     return response, outcome
 
 
-async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: RequestRecord,
-                    framing: StreamFraming, outcome: RelayOutcome) -> None:
+async def pump_sse(response: Writer, exchange: Exchange, record: RequestRecord,
+                   framing: StreamFraming, outcome: RelayOutcome) -> None:
+    """Upstream SSE -> framing -> client writes, each holding whole events; errors end it."""
     decoder = SseDecoder()
     write = response.write
     try:
@@ -104,7 +117,7 @@ async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: Re
                         record.ttfb_s = time.perf_counter() - record.started
                     record.bytes_out += len(data)
                     await write(data)
-        tail = decoder.flush() + framing.end()
+        tail = framing.end(decoder.flush())
     except StreamBroken as exc:
         outcome.broken = exc
         tail = framing.fail(exc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lb.balancing import PickRequest, Strategy, make_strategy
@@ -45,6 +45,12 @@ class AttemptPlan:
         self.request = request
         self.tried: list[Endpoint] = []
         self.panicked = False  # every candidate was down: tried anyway (fail open)
+
+    def only(self, keep: Callable[[Endpoint], bool]) -> AttemptPlan:
+        """The same request over the members `keep` accepts (e.g. those that can serve an API)."""
+        pool = self.pool
+        members = tuple(ep for ep in pool.members if keep(ep))
+        return AttemptPlan(Pool(pool.name, pool.upstream, members, pool.strategy), self.request)
 
     def next(self) -> Endpoint | Verdict:
         # Envoy's panic mode: a pool none of whose endpoints is up more likely has a probe

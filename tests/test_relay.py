@@ -13,7 +13,7 @@ from lb.config import EndpointConfig
 from lb.endpoints import Endpoint, Fleet
 from lb.forward import Exchange
 from lb.observe import RequestRecord
-from lb.relay import PASSTHROUGH, RelayOutcome, _pump_sse
+from lb.relay import PASSTHROUGH, RelayOutcome, pump_sse
 from lb.sse import SseDecoder
 
 STREAM = (b'data: {"a":1}\n\n'
@@ -71,7 +71,7 @@ async def test_every_write_is_whole_events(cut: int) -> None:
     record = RequestRecord("r", "POST", "/", time.perf_counter())
     ex = exchange([STREAM[:cut], STREAM[cut:]])
     outcome = RelayOutcome()
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert b"".join(out.writes) == STREAM
     for data in out.writes:
         whole_events(data)
@@ -84,7 +84,7 @@ async def test_byte_by_byte_upstream() -> None:
     out = RecordingResponse()
     record = RequestRecord("r", "POST", "/", time.perf_counter())
     ex = exchange([STREAM[i:i + 1] for i in range(len(STREAM))])
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, RelayOutcome())
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, RelayOutcome())
     assert out.writes == whole_events(STREAM)  # one write per event, as soon as it is whole
     ex.lease.release()
 
@@ -95,7 +95,7 @@ async def test_upstream_breaks_mid_event() -> None:
     ex = exchange([b'data: {"a":1}\n\ndata: {"b"'],
                   fail=aiohttp.ClientPayloadError("connection reset"))
     outcome = RelayOutcome()
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert out.writes[0] == b'data: {"a":1}\n\n'
     assert out.writes[-1].startswith(b'data: {"error":{"message":"e: stream broke')
     assert outcome.broken is not None
@@ -108,7 +108,7 @@ async def test_oversized_event_ends_stream_with_error() -> None:
     huge = b"data: " + b"x" * (1 << 20) + b"\n\n"
     ex = exchange([b"data: ok\n\n", huge[: 1 << 19], huge[1 << 19:]])
     outcome = RelayOutcome()
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert out.writes[0] == b"data: ok\n\n"
     assert b"larger than" in out.writes[-1]
     assert outcome.broken is not None
