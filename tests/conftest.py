@@ -84,6 +84,7 @@ async def start_gateway() -> AsyncIterator[GatewayFactory]:
     async def start(config: dict[str, Any], **kwargs: Any) -> Gateway:
         # health is set by each test unless it asks for the real prober
         kwargs.setdefault("active_probes", False)
+        config = {"store": {"kind": "memory"}, **config}
         app = build_app(parse_config(config, env=kwargs.pop("env", {})), **kwargs)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()

@@ -132,5 +132,5 @@ async def eventually(predicate: Callable[[], bool], ceiling_s: float = 10.0) -> 
     """Wait until `predicate()` holds; the ceiling only turns a hang into a named failure."""
     async with asyncio.timeout(ceiling_s):
         # polling: the states waited on are plain fields other tasks write, with no event to await
-        while not predicate():  # noqa: ASYNC110
+        while not predicate():
             await asyncio.sleep(0.005)
