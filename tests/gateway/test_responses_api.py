@@ -323,3 +323,25 @@ async def test_unhealthy_owner_still_serves_follow_up(start_sim: SimFactory,
     ep.state = HealthState.UNHEALTHY  # fail open: the only owner is tried anyway
     await gw.openai().responses.create(model="m1", input="y", previous_response_id=first.id)
     assert len(native_calls(a)) == 2
+
+
+async def test_normalize_off_relays_native_verbatim(start_sim: SimFactory,
+                                                    start_gateway: GatewayFactory) -> None:
+    sim = await start_sim("m1")
+    gw = await start_gateway(keyed(endpoint("n", sim, responses="native"),
+                                   responses={"normalize": False}))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as s, \
+            s.post(gw.url + "/v1/responses",
+                   json={"model": "m1", "input": "x", "stream": True}) as resp:
+        relayed = await resp.read()
+    async with aiohttp.ClientSession() as s, \
+            s.post(sim.url + "/v1/responses",
+                   json={"model": "m1", "input": "x", "stream": True}) as resp:
+        direct = await resp.read()
+
+    def skeleton(stream: bytes) -> list[Any]:
+        """Event lines and JSON key sets: what verbatim keeps (ids and clocks differ per call)."""
+        return [line if not line.startswith(b"data: {") else sorted(orjson.loads(line[6:]))
+                for line in stream.split(b"\n")]
+
+    assert skeleton(relayed) == skeleton(direct)
