@@ -20,6 +20,7 @@ from lb.handlers import (
 )
 from lb.keys import PROBES, RUNTIME, UPSTREAM
 from lb.middleware import gateway_middleware
+from lb.ollama import handlers as ollama
 from lb.runtime import RuntimeHolder, build_runtime
 from lb.upstream import Upstream
 from probes.prober import Prober
@@ -52,6 +53,7 @@ def _add_routes(app: web.Application) -> None:
         for path in OPENAI_PATHS:
             app.router.add_post(prefix + path, openai_proxy(path))
         app.router.add_get(prefix + "/models", list_models)
+    ollama.add_routes(app.router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/endpoints", admin_endpoints)
