@@ -22,6 +22,7 @@ from lb.handlers import (
 )
 from lb.keys import PROBES, RESPONSES, RUNTIME, UPSTREAM
 from lb.middleware import gateway_middleware
+from lb.ollama import handlers as ollama
 from lb.responses.handlers import add_routes as add_responses_routes
 from lb.responses.ids import IdMaker
 from lb.responses.store import open_store
@@ -60,6 +61,7 @@ def _add_routes(app: web.Application) -> None:
             app.router.add_post(prefix + path, openai_proxy(path))
         app.router.add_get(prefix + "/models", list_models)
         add_responses_routes(app, prefix)
+    ollama.add_routes(app.router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/endpoints", admin_endpoints)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from lb.errors import ConfigError
+from lb.model_names import model_key
 
 EndpointKind = Literal["ollama", "vllm", "openai"]
 StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity"]
@@ -77,6 +78,13 @@ class ResponsesConfig(_Section):
     normalize: bool = True  # native streams/bodies made to conform to the Open Responses spec
     compaction_key: SecretStr | None = None  # signs compaction items; also compaction_key_env
     compaction_key_env: str | None = None
+class OllamaConfig(_Section):
+    """The Ollama-native API (`/api/*`)."""
+
+    # /api/pull, /push, /create, /copy, /delete change every Ollama box of the fleet: off unless
+    # the operator says so (then any client key may call them)
+    allow_admin: bool = False
+    fanout_timeout: float = Field(default=5.0, gt=0)  # per endpoint, for /api/tags, /ps, /version
 
 
 class EndpointConfig(_Section):
@@ -114,6 +122,7 @@ class Config(_Section):
     probes: ProbesConfig = ProbesConfig()
     store: StoreConfig = StoreConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    ollama: OllamaConfig = OllamaConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
 
@@ -127,9 +136,9 @@ class Config(_Section):
             seen.add(ep.name)
         model_names: set[str] = set()
         for i, m in enumerate(self.models):
-            if m.name in model_names:
+            if model_key(m.name) in model_names:  # `qwen` and `qwen:latest` are one model
                 problems.append((f"models[{i}].name", f"duplicate model name {m.name!r}"))
-            model_names.add(m.name)
+            model_names.add(model_key(m.name))
             for j, ref in enumerate(m.endpoints or ()):
                 if ref not in seen:
                     problems.append((f"models[{i}].endpoints[{j}]", f"no endpoint named {ref!r}"))

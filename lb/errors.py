@@ -1,5 +1,8 @@
 """One error hierarchy for fleetlb: each class knows its HTTP status and OpenAI error type/code.
 
+Two wire shapes: OpenAI's `{"error": {message, type, param, code}}` (`body()`, the default) and
+Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middleware picks one.
+
     FleetlbError
     ├── ConfigError                      a config file that cannot be served (never HTTP)
     └── ApiError                         rendered to clients as {"error": {...}}
@@ -52,10 +55,12 @@ class ApiError(FleetlbError):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | int | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.details = details  # fleetlb's own extra facts (per-endpoint results), JSON-ready
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -63,6 +68,12 @@ class ApiError(FleetlbError):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type,
                           "param": self.param, "code": self.code}}
+
+    def ollama_body(self) -> dict[str, Any]:
+        """Ollama's shape: clients read the `error` string; fleetlb's details ride beside it."""
+        if self.details is None:
+            return {"error": self.message}
+        return {"error": self.message, "fleetlb": self.details}
 
 
 class BadRequest(ApiError):

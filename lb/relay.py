@@ -1,7 +1,9 @@
-"""Pump an upstream body to the client: whole SSE events in one write as soon as they are whole.
+"""Pump an upstream body to the client: whole SSE events (or NDJSON lines) in one write as soon as
+they are whole.
 
-A backend that breaks mid-stream ends the client's stream with a terminal error event; a client that
-goes away aborts the upstream connection at once (the caller closes the exchange with abort=True).
+A backend that breaks mid-stream ends the client's stream with a terminal error event (an error line
+for NDJSON); a client that goes away aborts the upstream connection at once (the caller closes the
+exchange with abort=True).
 """
 
 from __future__ import annotations
@@ -16,13 +18,24 @@ from aiohttp import web
 
 from lb.errors import ApiError, StreamBroken, UpstreamError
 from lb.forward import Exchange
+from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.sse import SseDecoder
 from lb.upstream import body_chunks, returnable_headers
 
+NDJSON = "application/x-ndjson"  # Ollama's streams
+
+
+class Decoder(Protocol):
+    """Cuts upstream bytes into whole units (SSE events, NDJSON lines); sans-IO."""
+
+    def feed(self, chunk: bytes) -> list[bytes]: ...
+
+    def flush(self) -> bytes: ...
+
 
 class StreamFraming(Protocol):
-    """How complete upstream SSE events become client bytes (per API surface)."""
+    """How complete upstream units (SSE events, NDJSON lines) become client bytes."""
 
     def events(self, raw: list[bytes]) -> bytes: ...
 
@@ -57,6 +70,24 @@ class Passthrough:
 PASSTHROUGH = Passthrough()
 
 
+class NdjsonLines:
+    """Ollama streams: lines unchanged; a failure becomes a final `{"error": "…"}` line."""
+
+    __slots__ = ()
+
+    def events(self, raw: list[bytes]) -> bytes:
+        return raw[0] if len(raw) == 1 else b"".join(raw)
+
+    def end(self, tail: bytes) -> bytes:
+        return tail  # a last line without its newline is still a whole JSON object
+
+    def fail(self, error: ApiError) -> bytes:
+        return orjson.dumps(error.ollama_body()) + b"\n"
+
+
+NDJSON_LINES = NdjsonLines()
+
+
 @dataclass(slots=True)
 class RelayOutcome:
     broken: UpstreamError | None = None  # the backend failed mid-body
@@ -89,6 +120,9 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
         await response.prepare(request)
         if exchange.is_sse:
             await pump_sse(response, exchange, record, framing, outcome)
+        elif exchange.response.content_type == NDJSON:
+            await _pump_framed(response, exchange, record, NdjsonDecoder(), NDJSON_LINES,
+                               outcome)
         else:
             await _pump_bytes(response, exchange, record)
         await response.write_eof()
@@ -105,7 +139,12 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
 async def pump_sse(response: Writer, exchange: Exchange, record: RequestRecord,
                    framing: StreamFraming, outcome: RelayOutcome) -> None:
     """Upstream SSE -> framing -> client writes, each holding whole events; errors end it."""
-    decoder = SseDecoder()
+    await _pump_framed(response, exchange, record, SseDecoder(), framing, outcome)
+
+
+async def _pump_framed(response: Writer, exchange: Exchange, record: RequestRecord,
+                       decoder: Decoder, framing: StreamFraming, outcome: RelayOutcome) -> None:
+    """Whole units only, each write as soon as a read completes some; a break ends with fail()."""
     write = response.write
     try:
         async for chunk in _chunks(exchange):

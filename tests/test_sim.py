@@ -736,6 +736,34 @@ async def test_ollama_knobs(sim: Any) -> None:
     ]
 
 
+async def test_ollama_model_management(sim: Any) -> None:
+    client = await sim(kind="ollama", models=("qwen",))
+
+    async def names() -> list[str]:
+        return [m["name"] for m in (await (await client.get("/api/tags")).json())["models"]]
+
+    resp = await client.post("/api/pull", json={"model": "llama3"})
+    assert resp.content_type == "application/x-ndjson"
+    lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+    assert lines[0] == {"status": "pulling manifest"} and lines[-1] == {"status": "success"}
+    assert any("completed" in line and line["completed"] == line["total"] for line in lines)
+    resp = await client.post("/api/create", json={"model": "mine", "stream": False})
+    assert await resp.json() == {"status": "success"}
+    assert await names() == ["qwen:latest", "llama3:latest", "mine:latest"]
+    assert (await client.post("/api/copy", json={"source": "mine",
+                                                 "destination": "yours:v2"})).status == 200
+    assert (await client.delete("/api/delete", json={"model": "mine:latest"})).status == 200
+    assert await names() == ["qwen:latest", "llama3:latest", "yours:v2"]
+    resp = await client.delete("/api/delete", json={"model": "mine"})
+    assert (resp.status, await resp.json()) == (404, {"error": "model 'mine' not found"})
+    resp = await client.post("/api/copy", json={"source": "ghost", "destination": "x"})
+    assert resp.status == 404
+    push = await client.post("/api/push", json={"model": "qwen", "stream": False})
+    assert await push.json() == {"status": "success"}
+    behavior(client).fail_status = 500
+    assert (await client.post("/api/pull", json={"model": "x"})).status == 500
+
+
 # --- Open Responses --------------------------------------------------------------------------
 
 
