@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openai.types.chat import ChatCompletionMessageParam
 
+from lb.responses.conformance import EVENT_TYPES
 from lb.sim import (
     BEHAVIOR_KEY,
     RecordedRequest,
@@ -102,32 +103,7 @@ TEXT_EVENTS = [
     "response.output_item.done",
     "response.completed",
 ]
-LEGAL_EVENTS = {
-    "response.created",
-    "response.queued",
-    "response.in_progress",
-    "response.completed",
-    "response.failed",
-    "response.incomplete",
-    "response.output_item.added",
-    "response.output_item.done",
-    "response.content_part.added",
-    "response.content_part.done",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.output_text.annotation.added",
-    "response.refusal.delta",
-    "response.refusal.done",
-    "response.function_call_arguments.delta",
-    "response.function_call_arguments.done",
-    "response.reasoning.delta",
-    "response.reasoning.done",
-    "response.reasoning_summary_part.added",
-    "response.reasoning_summary_part.done",
-    "response.reasoning_summary_text.delta",
-    "response.reasoning_summary_text.done",
-    "error",
-}
+LEGAL_EVENTS = EVENT_TYPES  # the specification's closed set
 
 
 def text_events(n_deltas: int) -> list[str]:

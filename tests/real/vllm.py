@@ -78,6 +78,9 @@ def vllm_env() -> dict[str, str]:
             "VLLM_CPU_KVCACHE_SPACE": str(KV_CACHE_GIB),
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
+            # no pinning: "auto" binds every instance to the same core (it keeps one for the
+            # scheduler); unpinned single threads let the OS spread two instances on two cores
+            "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             "OMP_NUM_THREADS": str(THREADS),
         }
     )
