@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -20,10 +22,15 @@ from lb.handlers import (
     openai_proxy,
     readyz,
 )
-from lb.keys import DRAIN, METRICS, PROBES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
+from lb.keys import DRAIN, METRICS, PROBES, RESPONSES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
 from lb.lifecycle import drain_on_shutdown
 from lb.metrics import Metrics
 from lb.middleware import gateway_middleware
+from lb.ollama import handlers as ollama
+from lb.responses.handlers import add_routes as add_responses_routes
+from lb.responses.ids import IdMaker
+from lb.responses.store import open_store
+from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
 from lb.upstream import Upstream
 from probes.prober import Prober
@@ -52,6 +59,7 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_on_shutdown)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_responses_store(rng or random.SystemRandom()))
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
     _add_routes(app)
@@ -63,6 +71,8 @@ def _add_routes(app: web.Application) -> None:
         for path in OPENAI_PATHS:
             app.router.add_post(prefix + path, openai_proxy(path))
         app.router.add_get(prefix + "/models", list_models)
+        add_responses_routes(app, prefix)
+    ollama.add_routes(app.router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/endpoints", admin_endpoints)
@@ -79,6 +89,25 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     log.info("started", endpoints=len(config.endpoints), models=len(config.models))
     yield
     await upstream.close_session()
+
+
+def _responses_store(rng: random.Random) -> CleanupContext:
+    """The response store lives as long as the app; the compaction key is read once."""
+
+    async def lifespan(app: web.Application) -> AsyncIterator[None]:
+        config = app[RUNTIME].current.config
+        store = await open_store(config.store, os.environ)
+        key = config.responses.compaction_key
+        if key is None:
+            log.warning("no_compaction_key", message="compaction items are signed with a key "
+                        "made at start: they do not survive a restart or reach other instances")
+        app[RESPONSES] = ResponsesContext(
+            store=store, ids=IdMaker(rng), normalize=config.responses.normalize,
+            compaction_key=key.get_secret_value().encode() if key else secrets.token_bytes(32))
+        yield
+        await store.close()
+
+    return lifespan
 
 
 def _prober(rng: random.Random, clock: Callable[[], float]) -> CleanupContext:

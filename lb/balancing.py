@@ -87,7 +87,7 @@ class LeastLoaded:
 
     def pick(self, members: Sequence[Endpoint], usable: Sequence[Endpoint],
              request: PickRequest) -> Endpoint:
-        warm = [ep for ep in usable if request.model in ep.loaded_models]
+        warm = [ep for ep in usable if ep.has_loaded(request.model)]
 
         def load(ep: Endpoint) -> float:
             return (ep.in_flight + (ep.backend_queue or 0)) / ep.config.weight
@@ -132,6 +132,30 @@ class Affinity:
         return self._fallback.pick(members, usable, request)
 
 
+class WarmFirst:
+    """Wraps a strategy so endpoints with the model already loaded are offered first.
+
+    A cold Ollama load costs seconds, more than any queue, so while some usable endpoint has the
+    model loaded the inner strategy chooses among those only. For `priority` pools the tier comes
+    first: a warm spare never wins over a usable primary, or the primary would stay cold for good.
+    """
+
+    __slots__ = ("_inner", "_is_tiered")
+
+    def __init__(self, inner: Strategy, *, is_tiered: bool) -> None:
+        self._inner = inner
+        self._is_tiered = is_tiered
+
+    def pick(self, members: Sequence[Endpoint], usable: Sequence[Endpoint],
+             request: PickRequest) -> Endpoint:
+        candidates = usable
+        if self._is_tiered:
+            tier = min(ep.config.priority for ep in usable)
+            candidates = [ep for ep in usable if ep.config.priority == tier]
+        warm = [ep for ep in candidates if ep.has_loaded(request.model)]
+        return self._inner.pick(members, warm or usable, request)
+
+
 def _score(key: str, ep: Endpoint) -> float:
     digest = hashlib.blake2b(f"{ep.name}\x00{key}".encode(), digest_size=8).digest()
     # weighted rendezvous: -w / ln(u) keeps shares proportional to weight
@@ -148,6 +172,10 @@ def _least(usable: Sequence[Endpoint], rng: random.Random,
 
 class _LoadFn(Protocol):
     def __call__(self, ep: Endpoint, /) -> float: ...
+
+
+def warm_first(inner: Strategy, name: StrategyName) -> Strategy:
+    return WarmFirst(inner, is_tiered=name == "priority")
 
 
 def make_strategy(name: StrategyName, rng: random.Random) -> Strategy:

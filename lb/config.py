@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from lb.errors import ConfigError
+from lb.model_names import model_key
 
 EndpointKind = Literal["ollama", "vllm", "openai"]
 StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity"]
@@ -61,6 +62,31 @@ class ProbesConfig(_Section):
     eject_for: float = Field(default=30.0, ge=0)
 
 
+class StoreConfig(_Section):
+    kind: Literal["sqlite", "memory"] = "sqlite"
+    path: Path | None = None  # default: $STATE_DIRECTORY/responses.db, else ./responses.db
+    ttl: float = Field(default=30 * 24 * 3600.0, gt=0)  # seconds a stored response is kept
+
+    def resolved_path(self, env: Mapping[str, str]) -> Path:
+        if self.path is not None:
+            return self.path
+        state = env.get("STATE_DIRECTORY", "").split(":")[0]  # systemd may list several
+        return Path(state or ".") / "responses.db"
+
+
+class ResponsesConfig(_Section):
+    normalize: bool = True  # native streams/bodies made to conform to the Open Responses spec
+    compaction_key: SecretStr | None = None  # signs compaction items; also compaction_key_env
+    compaction_key_env: str | None = None
+class OllamaConfig(_Section):
+    """The Ollama-native API (`/api/*`)."""
+
+    # /api/pull, /push, /create, /copy, /delete change every Ollama box of the fleet: off unless
+    # the operator says so (then any client key may call them)
+    allow_admin: bool = False
+    fanout_timeout: float = Field(default=5.0, gt=0)  # per endpoint, for /api/tags, /ps, /version
+
+
 class EndpointConfig(_Section):
     name: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://[^/\s]+")
@@ -94,6 +120,9 @@ class Config(_Section):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     retry: RetryConfig = RetryConfig()
     probes: ProbesConfig = ProbesConfig()
+    store: StoreConfig = StoreConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    ollama: OllamaConfig = OllamaConfig()
     endpoints: tuple[EndpointConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
 
@@ -107,9 +136,9 @@ class Config(_Section):
             seen.add(ep.name)
         model_names: set[str] = set()
         for i, m in enumerate(self.models):
-            if m.name in model_names:
+            if model_key(m.name) in model_names:  # `qwen` and `qwen:latest` are one model
                 problems.append((f"models[{i}].name", f"duplicate model name {m.name!r}"))
-            model_names.add(m.name)
+            model_names.add(model_key(m.name))
             for j, ref in enumerate(m.endpoints or ()):
                 if ref not in seen:
                     problems.append((f"models[{i}].endpoints[{j}]", f"no endpoint named {ref!r}"))
@@ -172,36 +201,43 @@ def _describe(error: Any) -> tuple[str, str]:
 
 def _resolve_secrets(config: Config, source: str, env: Mapping[str, str], base: Path) -> Config:
     problems: list[tuple[str, str]] = []
+
+    def from_env(var: str | None, loc: str, current: SecretStr | None) -> SecretStr | None:
+        if not var:
+            return current
+        if var not in env:
+            problems.append((loc, f"environment variable {var} is not set"))
+            return current
+        return SecretStr(env[var])
+
     server = config.server
-    keys = list(server.api_keys or ())
-    if server.api_keys_file is not None:
-        key_path = server.api_keys_file if server.api_keys_file.is_absolute() \
-            else base / server.api_keys_file
-        try:
-            lines = key_path.read_text(encoding="utf-8").splitlines()
-            keys += [SecretStr(s) for s in (ln.strip() for ln in lines)
-                     if s and not s.startswith("#")]
-        except OSError as exc:
-            problems.append(("server.api_keys_file", f"cannot read {key_path}: {exc.strerror}"))
-    admin = server.admin_key
-    if server.admin_key_env:
-        if server.admin_key_env in env:
-            admin = SecretStr(env[server.admin_key_env])
-        else:
-            problems.append(("server.admin_key_env",
-                             f"environment variable {server.admin_key_env} is not set"))
-    endpoints = []
-    for i, ep in enumerate(config.endpoints):
-        if ep.api_key_env:
-            if ep.api_key_env in env:
-                ep = ep.model_copy(update={"api_key": SecretStr(env[ep.api_key_env])})
-            else:
-                problems.append((f"endpoints[{i}].api_key_env",
-                                 f"environment variable {ep.api_key_env} is not set"))
-        endpoints.append(ep)
+    keys = [*(server.api_keys or ()), *_read_key_file(server.api_keys_file, base, problems)]
+    admin = from_env(server.admin_key_env, "server.admin_key_env", server.admin_key)
+    responses = config.responses
+    compaction = from_env(responses.compaction_key_env, "responses.compaction_key_env",
+                          responses.compaction_key)
+    endpoints = tuple(
+        ep.model_copy(update={"api_key": from_env(ep.api_key_env, f"endpoints[{i}].api_key_env",
+                                                  ep.api_key)})
+        for i, ep in enumerate(config.endpoints))
     if problems:
         raise ConfigError(source, problems)
     has_keys = server.api_keys is not None or server.api_keys_file is not None
     server = server.model_copy(update={"api_keys": tuple(keys) if has_keys else None,
                                        "admin_key": admin})
-    return config.model_copy(update={"server": server, "endpoints": tuple(endpoints)})
+    return config.model_copy(update={
+        "server": server, "endpoints": endpoints,
+        "responses": responses.model_copy(update={"compaction_key": compaction})})
+
+
+def _read_key_file(path: Path | None, base: Path,
+                   problems: list[tuple[str, str]]) -> list[SecretStr]:
+    if path is None:
+        return []
+    key_path = path if path.is_absolute() else base / path
+    try:
+        lines = key_path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        problems.append(("server.api_keys_file", f"cannot read {key_path}: {exc.strerror}"))
+        return []
+    return [SecretStr(s) for s in (ln.strip() for ln in lines) if s and not s.startswith("#")]

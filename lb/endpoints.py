@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lb.config import EndpointConfig
+from lb.model_names import model_key
 
 
 class HealthState(StrEnum):
@@ -33,9 +34,11 @@ class Endpoint:
     live_failures: int = 0
     draining: bool = False
     served_models: frozenset[str] = field(init=False)
+    _served_keys: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.served_models = frozenset(self.config.models)
+        self._served_keys = frozenset(map(model_key, self.served_models))
 
     @property
     def name(self) -> str:
@@ -55,7 +58,13 @@ class Endpoint:
         return self.is_up and self.has_capacity
 
     def serves(self, model: str) -> bool:
-        return model in self.served_models
+        """Whether this endpoint serves model, in either spelling (`qwen`, `qwen:latest`)."""
+        return model_key(model) in self._served_keys
+
+    def has_loaded(self, model: str) -> bool:
+        """Whether model is loaded in memory here (Ollama /api/ps): no cold load to wait for."""
+        key = model_key(model)
+        return any(model_key(name) == key for name in self.loaded_models)
 
     def reconfigure(self, config: EndpointConfig) -> bool:
         """New settings from a reload, keeping all live state; True if the served models changed."""
@@ -71,6 +80,7 @@ class Endpoint:
             return False
         self.discovered_models = found
         self.served_models = frozenset(self.config.models) | found
+        self._served_keys = frozenset(map(model_key, self.served_models))
         return True
 
     def record_success(self) -> None:

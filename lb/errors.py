@@ -1,5 +1,8 @@
 """One error hierarchy for fleetlb: each class knows its HTTP status and OpenAI error type/code.
 
+Two wire shapes: OpenAI's `{"error": {message, type, param, code}}` (`body()`, the default) and
+Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middleware picks one.
+
     FleetlbError
     ├── ConfigError                      a config file that cannot be served (never HTTP)
     └── ApiError                         rendered to clients as {"error": {...}}
@@ -8,7 +11,8 @@
         ├── Unauthorized        401 invalid_api_key
         ├── Forbidden           403 permission_denied
         ├── NotFound            404 not_found
-        │   └── ModelNotFound   404 model_not_found
+        │   ├── ModelNotFound   404 model_not_found
+        │   └── PreviousResponseNotFound  404 previous_response_not_found
         ├── MethodNotAllowed    405 method_not_allowed
         ├── PayloadTooLarge     413 payload_too_large
         ├── RateLimited         429 rate_limit_exceeded (+ Retry-After)
@@ -17,6 +21,7 @@
         ├── NoUsableEndpoint    503 no_usable_endpoint
         ├── ShuttingDown        503 shutting_down (a stream cut at the end of a drain)
         ├── GatewayTimeout      504 upstream_timeout
+        ├── StoreError          500 store_error (the response store failed)
         └── UpstreamError       an attempt on one endpoint failed (drives failover)
             ├── UpstreamConnectError   connect refused/reset before the response headers
             ├── UpstreamTimeout        no response headers within timeouts.first_byte
@@ -51,10 +56,12 @@ class ApiError(FleetlbError):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | int | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.details = details  # fleetlb's own extra facts (per-endpoint results), JSON-ready
 
     def headers(self) -> dict[str, str]:
         return {}
@@ -62,6 +69,12 @@ class ApiError(FleetlbError):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type,
                           "param": self.param, "code": self.code}}
+
+    def ollama_body(self) -> dict[str, Any]:
+        """Ollama's shape: clients read the `error` string; fleetlb's details ride beside it."""
+        if self.details is None:
+            return {"error": self.message}
+        return {"error": self.message, "fleetlb": self.details}
 
 
 class BadRequest(ApiError):
@@ -95,6 +108,11 @@ class NotFound(ApiError):
 class ModelNotFound(NotFound):
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class PreviousResponseNotFound(NotFound):
+    type = "invalid_request_error"
+    code = "previous_response_not_found"
 
 
 class MethodNotAllowed(ApiError):
@@ -150,6 +168,14 @@ class GatewayTimeout(ApiError):
     status = 504
     type = "server_error"
     code = "upstream_timeout"
+
+
+class StoreError(ApiError):
+    """The response store (SQLite, Redis) failed: the request cannot be answered correctly."""
+
+    status = 500
+    type = "server_error"
+    code = "store_error"
 
 
 class UpstreamError(ApiError):

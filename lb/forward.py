@@ -7,6 +7,7 @@ already in hand, so a backend that dies before saying anything still moves the r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,6 +65,9 @@ class Exchange:
         self.lease.release()
 
 
+CallFor = Callable[[Endpoint], UpstreamCall]
+
+
 class ForwardObserver(Protocol):
     """What the forwarder reports for metrics: only on retries and waits, never per request."""
 
@@ -93,7 +97,8 @@ class Forwarder:
         self._max_attempts = max_attempts
         self._observer = observer or NoObserver()
 
-    async def open(self, plan: AttemptPlan, call: UpstreamCall) -> Exchange:
+    async def open(self, plan: AttemptPlan, call_for: CallFor) -> Exchange:
+        """The first attempt that answers; `call_for` builds what to send to each endpoint."""
         failures: list[UpstreamError] = []
         deadline: float | None = None
         while len(plan.tried) < self._max_attempts:
@@ -111,6 +116,7 @@ class Forwarder:
             if failures:
                 self._observer.retried(plan.pool.name)
             structlog.contextvars.bind_contextvars(endpoint=choice.name, attempt=len(plan.tried))
+            call = call_for(choice)  # may raise BadRequest: nothing is leased yet
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))
             except UpstreamError as exc:

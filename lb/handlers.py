@@ -11,11 +11,12 @@ from aiohttp import web
 
 from lb.errors import PayloadTooLarge
 from lb.forward import Exchange
-from lb.keys import METRICS, PROBES, RUNTIME, record_of
+from lb.keys import DRAIN, METRICS, PROBES, RUNTIME, record_of
 from lb.metrics import CONTENT_TYPE
 from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
-from lb.relay import relay
+from lb.relay import PASSTHROUGH, StreamFraming, relay
+from lb.responses.modes import model_mode
 from lb.runtime import Runtime
 from lb.upstream import UpstreamCall, forwardable_headers
 
@@ -51,21 +52,25 @@ def openai_proxy(path: str) -> Handler:
                                    payload.session_key(request.headers.get(SESSION_HEADER)))
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
                             payload.for_upstream(plan.pool.upstream), record.request_id)
-        exchange = await runtime.forwarder.open(plan, call)
+        exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)
         return await deliver(request, runtime, exchange, record)
 
     return handle
 
 
 async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
-                  record: RequestRecord) -> web.StreamResponse:
+                  record: RequestRecord, framing: StreamFraming = PASSTHROUGH,
+                  headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Relay one exchange; the lease is released and the outcome recorded on every path."""
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     abort = True  # cancelled (client gone) unless relay returns
+    drain = request.app[DRAIN]
+    drain.relaying(exchange)  # a drain that runs out of time interrupts it
     try:
-        response, outcome = await relay(request, exchange, record)
+        response, outcome = await relay(request, exchange, record, framing, headers)
         abort = outcome.client_gone or outcome.broken is not None or outcome.interrupted
     finally:
+        drain.relayed()
         exchange.close(abort=abort)
     if outcome.broken is not None:
         record.outcome, record.error = "upstream_failed", outcome.broken.message
@@ -86,7 +91,8 @@ async def list_models(request: web.Request) -> web.Response:
         members = router.pool(name).members
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "fleetlb",
                      "fleetlb": {"endpoints": len(members),
-                                 "healthy": sum(1 for ep in members if ep.is_up)}})
+                                 "healthy": sum(1 for ep in members if ep.is_up),
+                                 "responses": model_mode(members)}})
     return json_response({"object": "list", "data": data})
 
 

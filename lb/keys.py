@@ -11,6 +11,7 @@ from lb.drain import Drain
 from lb.endpoints import Endpoint
 from lb.metrics import Metrics
 from lb.observe import RequestRecord
+from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
 from lb.upstream import Upstream
 
@@ -28,6 +29,7 @@ class ProbeView(Protocol):
 
 RUNTIME = web.AppKey("runtime", RuntimeHolder)
 RUNTIME_FACTORY = web.AppKey("runtime_factory", RuntimeFactory)  # builds the next generation
+RESPONSES = web.AppKey("responses", ResponsesContext)
 PROBES = web.AppKey("probes", ProbeView)
 UPSTREAM = web.AppKey("upstream", Upstream)
 METRICS = web.AppKey("metrics", Metrics)

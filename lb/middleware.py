@@ -1,6 +1,7 @@
 """The one middleware: request id, request context, auth, error rendering and the access line.
 
-Every error leaves here in OpenAI's shape with the right status; nothing escapes as a traceback.
+Every error leaves here with the right status, in the shape of its route's API (Ollama's on
+`/api/*`, OpenAI's elsewhere); nothing escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 import structlog
@@ -27,7 +29,10 @@ from lb.observe import RequestRecord
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_ID_CHARS = 128  # a longer client id is replaced: it would bloat every log line
-_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+ErrorShape = Callable[[ApiError], dict[str, Any]]
+# (path prefix, shape): the first match wins; OpenAI's shape for everything else
+_SHAPES: tuple[tuple[str, ErrorShape], ...] = (("/api/", ApiError.ollama_body),)
 
 log = structlog.get_logger("lb.access")
 
@@ -39,11 +44,19 @@ def request_id(request: web.Request) -> str:
     return uuid.uuid4().hex
 
 
-def error_response(exc: ApiError, rid: str) -> web.Response:
+def error_shape(path: str) -> ErrorShape:
+    """How errors look on this route: each API family's clients parse their own shape."""
+    for prefix, shape in _SHAPES:
+        if path.startswith(prefix):
+            return shape
+    return ApiError.body
+
+
+def error_response(exc: ApiError, rid: str, path: str = "/") -> web.Response:
     headers = {"X-Request-ID": rid, **exc.headers()}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return web.Response(status=exc.status, body=orjson.dumps(exc.body()),
+    return web.Response(status=exc.status, body=orjson.dumps(error_shape(path)(exc)),
                         content_type="application/json", headers=headers)
 
 
@@ -115,4 +128,4 @@ def _account(app: web.Application, record: RequestRecord) -> None:
 
 def _failed(record: RequestRecord, exc: ApiError, rid: str) -> web.Response:
     record.outcome, record.error = "error", exc.message
-    return error_response(exc, rid)
+    return error_response(exc, rid, record.path)

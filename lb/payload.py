@@ -36,7 +36,8 @@ class Payload:
         return orjson.dumps({**self.data, "model": upstream_model})
 
 
-def parse_payload(raw: bytes) -> Payload:
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 saying what is wrong with it."""
     if not raw:
         raise BadRequest("The request body is empty; expected a JSON object")
     try:
@@ -45,6 +46,11 @@ def parse_payload(raw: bytes) -> Payload:
         raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidJson("The request body must be a JSON object")
+    return data
+
+
+def parse_payload(raw: bytes) -> Payload:
+    data = parse_object(raw)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("you must provide a model parameter", param="model")

@@ -1,9 +1,10 @@
-"""Pump an upstream body to the client: whole SSE events in one write as soon as they are whole.
+"""Pump an upstream body to the client: whole SSE events (or NDJSON lines) in one write as soon as
+they are whole.
 
-A backend that breaks mid-stream ends the client's stream with a terminal error event; a client that
-goes away aborts the upstream connection at once (the caller closes the exchange with abort=True).
-Streams being relayed are registered with the app's `Drain`, which can end them the same way when a
-shutdown outlasts its grace period. Token usage is picked out of the bytes we already hold.
+A backend that breaks mid-stream ends the client's stream with a terminal error event (an error line
+for NDJSON); a client that goes away aborts the upstream connection at once (the caller closes the
+exchange with abort=True), and so does a drain that ends it (`Exchange.interrupt`). Token usage is
+picked out of the bytes we already hold.
 """
 
 from __future__ import annotations
@@ -18,21 +19,39 @@ from aiohttp import web
 
 from lb.errors import ApiError, StreamBroken, UpstreamError
 from lb.forward import Exchange
-from lb.keys import DRAIN
+from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.sse import SseDecoder
 from lb.upstream import body_chunks, returnable_headers
 from lb.usage import USAGE_KEY, find_usage
 
+NDJSON = "application/x-ndjson"  # Ollama's streams
+
+
+class Decoder(Protocol):
+    """Cuts upstream bytes into whole units (SSE events, NDJSON lines); sans-IO."""
+
+    def feed(self, chunk: bytes) -> list[bytes]: ...
+
+    def flush(self) -> bytes: ...
+
 
 class StreamFraming(Protocol):
-    """How complete upstream SSE events become client bytes (per API surface)."""
+    """How complete upstream units (SSE events, NDJSON lines) become client bytes."""
 
     def events(self, raw: list[bytes]) -> bytes: ...
 
-    def end(self) -> bytes: ...
+    def end(self, tail: bytes) -> bytes:
+        """The upstream body ended; `tail` is what followed the last whole event (usually b"")."""
+        ...
 
     def fail(self, error: ApiError) -> bytes: ...
+
+
+class Writer(Protocol):
+    """Where client bytes go: an aiohttp StreamResponse, or a WebSocket adapter."""
+
+    async def write(self, data: bytes) -> None: ...
 
 
 class Passthrough:
@@ -43,14 +62,32 @@ class Passthrough:
     def events(self, raw: list[bytes]) -> bytes:
         return raw[0] if len(raw) == 1 else b"".join(raw)
 
-    def end(self) -> bytes:
-        return b""
+    def end(self, tail: bytes) -> bytes:
+        return tail  # bytes unchanged, even an unterminated last event
 
     def fail(self, error: ApiError) -> bytes:
         return b"data: " + orjson.dumps(error.body()) + b"\n\n"
 
 
 PASSTHROUGH = Passthrough()
+
+
+class NdjsonLines:
+    """Ollama streams: lines unchanged; a failure becomes a final `{"error": "…"}` line."""
+
+    __slots__ = ()
+
+    def events(self, raw: list[bytes]) -> bytes:
+        return raw[0] if len(raw) == 1 else b"".join(raw)
+
+    def end(self, tail: bytes) -> bytes:
+        return tail  # a last line without its newline is still a whole JSON object
+
+    def fail(self, error: ApiError) -> bytes:
+        return orjson.dumps(error.ollama_body()) + b"\n"
+
+
+NDJSON_LINES = NdjsonLines()
 
 
 @dataclass(slots=True)
@@ -60,8 +97,11 @@ class RelayOutcome:
     interrupted: bool = False  # the gateway ended it (shutdown): not the backend's fault
 
 
-def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str]:
+def response_headers(exchange: Exchange, record: RequestRecord,
+                     extra: dict[str, str] | None = None) -> dict[str, str]:
     headers = dict(returnable_headers(exchange.response.headers))
+    if extra:
+        headers.update(extra)
     headers["X-Request-ID"] = record.request_id
     headers["x-fleetlb-endpoint"] = exchange.endpoint.name
     headers["x-fleetlb-attempts"] = str(exchange.attempts)
@@ -69,8 +109,9 @@ def response_headers(exchange: Exchange, record: RequestRecord) -> dict[str, str
 
 
 async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
-                framing: StreamFraming = PASSTHROUGH) -> tuple[web.StreamResponse, RelayOutcome]:
-    headers = response_headers(exchange, record)
+                framing: StreamFraming = PASSTHROUGH, headers: dict[str, str] | None = None,
+                ) -> tuple[web.StreamResponse, RelayOutcome]:
+    headers = response_headers(exchange, record, headers)
     body = exchange.body
     if body is not None:
         record.ttfb_s = time.perf_counter() - record.started
@@ -81,12 +122,13 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
                             headers=headers), RelayOutcome()
     response = web.StreamResponse(status=exchange.response.status, headers=headers)
     outcome = RelayOutcome()
-    drain = request.app[DRAIN]
-    drain.relaying(exchange)
     try:
         await response.prepare(request)
         if exchange.is_sse:
-            await _pump_sse(response, exchange, record, framing, outcome)
+            await pump_sse(response, exchange, record, framing, outcome)
+        elif exchange.response.content_type == NDJSON:
+            await _pump_framed(response, exchange, record, NdjsonDecoder(), NDJSON_LINES,
+                               outcome)
         else:
             await _pump_bytes(response, exchange, record)
         await response.write_eof()
@@ -100,14 +142,18 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
         else:
             outcome.broken = exc
         _drop_connection(request)
-    finally:
-        drain.relayed()
     return response, outcome
 
 
-async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: RequestRecord,
-                    framing: StreamFraming, outcome: RelayOutcome) -> None:
-    decoder = SseDecoder()
+async def pump_sse(response: Writer, exchange: Exchange, record: RequestRecord,
+                   framing: StreamFraming, outcome: RelayOutcome) -> None:
+    """Upstream SSE -> framing -> client writes, each holding whole events; errors end it."""
+    await _pump_framed(response, exchange, record, SseDecoder(), framing, outcome)
+
+
+async def _pump_framed(response: Writer, exchange: Exchange, record: RequestRecord,
+                       decoder: Decoder, framing: StreamFraming, outcome: RelayOutcome) -> None:
+    """Whole units only, each write as soon as a read completes some; a break ends with fail()."""
     write = response.write
     with_usage = b""  # the last write that mentions usage: parsed once, at the end
     try:
@@ -122,7 +168,7 @@ async def _pump_sse(response: web.StreamResponse, exchange: Exchange, record: Re
                     if USAGE_KEY in data:
                         with_usage = data
                     await write(data)
-        tail = decoder.flush() + framing.end()
+        tail = framing.end(decoder.flush())
     except StreamBroken as exc:
         if exchange.interrupted is not None:
             outcome.interrupted = True

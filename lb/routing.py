@@ -8,14 +8,31 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from lb.balancing import PickRequest, Strategy, make_strategy
-from lb.config import Config, ModelConfig
+from lb.balancing import PickRequest, Strategy, make_strategy, warm_first
+from lb.config import Config, EndpointKind, ModelConfig
 from lb.endpoints import Endpoint, Fleet
 from lb.errors import ModelNotFound, NoUsableEndpoint
 from lb.health import usable_or_all
+from lb.model_names import model_key
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """An API surface's view of the pools: which endpoint kinds may serve it, and whether
+    endpoints with the model already loaded go first whatever the model's strategy."""
+
+    name: str
+    kinds: frozenset[EndpointKind] | None = None  # None: every kind
+    is_warm_first: bool = False
+
+    def admits(self, endpoint: Endpoint) -> bool:
+        return self.kinds is None or endpoint.config.kind in self.kinds
+
+
+ANY_KIND = Surface("any")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +63,12 @@ class AttemptPlan:
         self.tried: list[Endpoint] = []
         self.panicked = False  # every candidate was down: tried anyway (fail open)
 
+    def only(self, keep: Callable[[Endpoint], bool]) -> AttemptPlan:
+        """The same request over the members `keep` accepts (e.g. those that can serve an API)."""
+        pool = self.pool
+        members = tuple(ep for ep in pool.members if keep(ep))
+        return AttemptPlan(Pool(pool.name, pool.upstream, members, pool.strategy), self.request)
+
     def next(self) -> Endpoint | Verdict:
         # Envoy's panic mode: a pool none of whose endpoints is up more likely has a probe
         # problem than no working backend; trying them beats a certain 503
@@ -69,23 +92,23 @@ class Router:
     def __init__(self, config: Config, fleet: Fleet, rng: random.Random) -> None:
         self._fleet = fleet
         self._rng = rng
-        self._policies = {m.name: m for m in config.models}
+        self._policies = {model_key(m.name): m for m in config.models}
         self._strategies: dict[str, Strategy] = {}
-        self._pools: dict[str, Pool] = {}
+        self._pools: dict[tuple[str, Surface], Pool] = {}
         self._generation = -1
 
     @property
     def fleet(self) -> Fleet:
         return self._fleet
 
-    def pool(self, model: str) -> Pool:
+    def pool(self, model: str, surface: Surface = ANY_KIND) -> Pool:
         if self._generation != self._fleet.generation:
             self._pools.clear()
             self._generation = self._fleet.generation
-        pool = self._pools.get(model)
+        pool = self._pools.get((model, surface))
         if pool is None:
-            pool = self._build_pool(model)
-            self._pools[model] = pool
+            pool = self._build_pool(model, surface)
+            self._pools[model, surface] = pool
         return pool
 
     def knows(self, model: str) -> bool:
@@ -98,30 +121,40 @@ class Router:
             return True
         return True
 
-    def plan(self, model: str, key: str | None = None) -> AttemptPlan:
-        pool = self.pool(model)
+    def plan(self, model: str, key: str | None = None,
+             surface: Surface = ANY_KIND) -> AttemptPlan:
+        pool = self.pool(model, surface)
         return AttemptPlan(pool, PickRequest(model=pool.upstream, key=key))
 
     def model_names(self) -> list[str]:
-        """Every name a client may ask for: policy names and every served model, once each."""
-        names = dict.fromkeys(self._policies)
+        """Every name a client may ask for: policy names and every served model, once each
+        (`qwen` and `qwen:latest` are one model: the first spelling seen is listed)."""
+        names = {model_key(m.name): m.name for m in self._policies.values()}
         for ep in self._fleet:
             if not ep.draining:
-                names.update(dict.fromkeys(sorted(ep.served_models)))
-        return [n for n in names if self._members(n)]
+                for name in sorted(ep.served_models):
+                    names.setdefault(model_key(name), name)
+        return [n for n in names.values() if self._members(n)]
 
-    def _build_pool(self, model: str) -> Pool:
-        members = self._members(model)
+    def _build_pool(self, model: str, surface: Surface) -> Pool:
+        every_kind = self._members(model)
+        members = tuple(ep for ep in every_kind if surface.admits(ep))
+        policy = self._policies.get(model_key(model))
         if not members:
-            if model in self._policies:
+            if every_kind:
+                raise ModelNotFound(f"The model '{model}' is not served by any "
+                                    f"{surface.name} endpoint", param="model")
+            if policy is not None:
                 raise NoUsableEndpoint(f"no endpoint serves the model '{model}' right now")
             raise ModelNotFound(f"The model '{model}' does not exist", param="model")
-        policy = self._policies.get(model)
         upstream = policy.upstream_name if policy else model
-        return Pool(model, upstream, members, self._strategy(model, policy))
+        strategy = self._strategy(model, policy)
+        if surface.is_warm_first:
+            strategy = warm_first(strategy, policy.strategy if policy else "weighted")
+        return Pool(model, upstream, members, strategy)
 
     def _members(self, model: str) -> tuple[Endpoint, ...]:
-        policy = self._policies.get(model)
+        policy = self._policies.get(model_key(model))
         upstream = policy.upstream_name if policy else model
         allowed: Iterable[str] | None = policy.endpoints if policy else None
         eps: Iterable[Endpoint] = self._fleet
@@ -130,8 +163,10 @@ class Router:
         return tuple(ep for ep in eps if ep.serves(upstream) and not ep.draining)
 
     def _strategy(self, model: str, policy: ModelConfig | None) -> Strategy:
-        strategy = self._strategies.get(model)
+        """One strategy object per model, shared by both spellings and every surface."""
+        key = model_key(model)
+        strategy = self._strategies.get(key)
         if strategy is None:
             strategy = make_strategy(policy.strategy if policy else "weighted", self._rng)
-            self._strategies[model] = strategy
+            self._strategies[key] = strategy
         return strategy

@@ -107,7 +107,9 @@ async def _start_demo_backends() -> tuple[Config, list[web.AppRunner]]:
 
     runners, endpoints = [], []
     for i, models in enumerate(DEMO_MODELS):
-        options = SimOptions(models=models, tokens_per_s=DEMO_TOKENS_PER_S, name=f"sim-{i + 1}")
+        # simulated Ollama boxes: they speak both the OpenAI API and Ollama's own
+        options = SimOptions(models=models, tokens_per_s=DEMO_TOKENS_PER_S, name=f"sim-{i + 1}",
+                             kind="ollama")
         runner = web.AppRunner(build_sim_app(options), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -115,7 +117,7 @@ async def _start_demo_backends() -> tuple[Config, list[web.AppRunner]]:
         port = runner.addresses[0][1]
         runners.append(runner)
         endpoints.append({"name": f"sim-{i + 1}", "url": f"http://127.0.0.1:{port}",
-                          "kind": "openai", "weight": 2 if i == 0 else 1,
+                          "kind": "ollama", "weight": 2 if i == 0 else 1,
                           "models": list(models)})
     config = parse_config({"endpoints": endpoints,
                            "models": [{"name": "llama3", "upstream": "llama3.1:8b"}]},
@@ -130,5 +132,7 @@ fleetlb demo: gateway on {base} in front of three simulated backends.
   curl {base}/v1/models
   curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "llama3", "stream": true, "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl {base}/api/chat -d '{{"model": "llama3", "messages": [{{"role": "user", "content": "hi"}}]}}'
+  curl {base}/api/ps
   curl {base}/admin/endpoints
 Stop with Ctrl-C.""", file=sys.stderr, flush=True)

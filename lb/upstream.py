@@ -8,13 +8,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from lb.config import TimeoutsConfig
 from lb.endpoints import Endpoint
-from lb.errors import StreamBroken, UpstreamConnectError, UpstreamTimeout
+from lb.errors import (
+    StreamBroken,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what we set ourselves or must never forward.
 HOP_BY_HOP = frozenset({
@@ -26,6 +34,7 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "cookie", "x-request-id",
 }
 _NOT_RETURNED = HOP_BY_HOP | {"content-length", "server", "date"}
+MAX_JSON_BYTES = 4 << 20  # one small document fetched whole (an /api/tags list is kilobytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,9 @@ class Upstream:
         # sock_read first covers the wait for headers; after them it becomes the idle gap
         self._timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
                                               sock_read=timeouts.first_byte)
+        # a model pull runs as long as the download: only the gaps between progress lines count
+        self._long_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
+                                                   sock_read=timeouts.idle)
 
     @property
     def timeouts(self) -> TimeoutsConfig:
@@ -88,19 +100,22 @@ class Upstream:
             await self._session.close()
             self._session = None
 
-    async def send(self, endpoint: Endpoint, call: UpstreamCall) -> aiohttp.ClientResponse:
-        """Response headers from the endpoint, or an UpstreamError saying why not."""
+    async def send(self, endpoint: Endpoint, call: UpstreamCall, *,
+                   is_long_running: bool = False) -> aiohttp.ClientResponse:
+        """Response headers from the endpoint, or an UpstreamError saying why not.
+
+        `is_long_running` (model pulls): no total timeout, and the idle gap counts from the start.
+        """
         assert self._session is not None, "Upstream used outside the app's lifespan"
         headers = dict(call.headers)
         headers["X-Request-ID"] = call.request_id
         headers["Accept-Encoding"] = "identity"  # we parse SSE; never ask for compression
-        key = endpoint.config.api_key
-        if key is not None:
-            headers["Authorization"] = "Bearer " + key.get_secret_value()
+        _authorize(headers, endpoint)
         url = endpoint.config.base_url + call.path
+        timeout = self._long_timeout if is_long_running else self._timeout
         try:
             resp = await self._session.request(call.method, url, data=call.body,
-                                               headers=headers, timeout=self._timeout,
+                                               headers=headers, timeout=timeout,
                                                allow_redirects=False)
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -113,10 +128,41 @@ class Upstream:
         self._set_idle_timeout(resp)
         return resp
 
+    async def get_json(self, endpoint: Endpoint, path: str, timeout_s: float) -> Any:
+        """One small JSON document (Ollama's /api/tags, /ps, /version), whole within timeout_s."""
+        headers = {"Accept-Encoding": "identity"}
+        _authorize(headers, endpoint)
+        url = endpoint.config.base_url + path
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=False,
+                                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                if resp.status != 200:
+                    raise UpstreamStatus(f"{endpoint.name}: {path} answered {resp.status}",
+                                         upstream_status=resp.status)
+                body = await resp.content.read(MAX_JSON_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+                raise UpstreamTimeout(f"{endpoint.name}: {path}: no answer within "
+                                      f"{timeout_s:g} s") from exc
+            raise UpstreamConnectError(f"{endpoint.name}: {path}: {_describe(exc)}") from exc
+        if len(body) > MAX_JSON_BYTES:
+            raise UpstreamError(f"{endpoint.name}: {path}: body over {MAX_JSON_BYTES} bytes")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"{endpoint.name}: {path}: body is not JSON") from exc
+
     def _set_idle_timeout(self, resp: aiohttp.ClientResponse) -> None:
         conn = resp.connection
         if conn is not None and conn.protocol is not None:
             conn.protocol.read_timeout = self._timeouts.idle
+
+
+def _authorize(headers: dict[str, str], endpoint: Endpoint) -> None:
+    """The endpoint's own key, never the client's (which forwardable_headers dropped)."""
+    key = endpoint.config.api_key
+    if key is not None:
+        headers["Authorization"] = "Bearer " + key.get_secret_value()
 
 
 async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str) -> AsyncIterator[bytes]:

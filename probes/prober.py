@@ -138,7 +138,7 @@ class Prober:
             try:
                 await self.probe_once(endpoint)
             except Exception as exc:  # a bug must not end the probing of this endpoint
-                self._log.error("probe crashed", endpoint=name, error=repr(exc), exc_info=True)
+                self._log.error("probe_crashed", endpoint=name, error=repr(exc), exc_info=True)
             await asyncio.sleep(jittered(self._config.interval, self._rng))
 
     def _record_for(self, endpoint: Endpoint) -> ProbeRecord:
@@ -154,7 +154,7 @@ class Prober:
         if result.models is not None and endpoint.set_discovered_models(result.models):
             self._fleet().models_changed()  # the router caches pools per generation
             self._log.info(
-                "endpoint models changed",
+                "endpoint_models_changed",
                 endpoint=endpoint.name,
                 added=sorted(result.models - before),
                 removed=sorted(before - result.models),
@@ -183,7 +183,7 @@ class Prober:
             endpoint.record_success()  # the live-failure streak starts over after a return
         reason = verdict.reason if result.ok else f"{verdict.reason}: {result.error}"
         self._log.info(
-            "endpoint state changed",
+            "endpoint_state_changed",
             endpoint=endpoint.name,
             **{"from": str(verdict.old), "to": str(verdict.new)},
             reason=reason,
@@ -205,9 +205,9 @@ class Prober:
             return  # an inconclusive answer keeps what we knew
         endpoint.supports_responses_api = found
         event = (
-            "responses support found"
+            "responses_support_found"
             if found
-            else ("responses support lost" if previous else "responses support absent")
+            else ("responses_support_lost" if previous else "responses_support_absent")
         )
         self._log.info(event, endpoint=endpoint.name, previous=previous)
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import ollama
 import openai
 import orjson
 import pytest
@@ -37,12 +38,20 @@ class Gateway:
     server: TestServer
     app: web.Application
     clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+    ollama_clients: list[ollama.AsyncClient] = field(default_factory=list)
 
     def openai(self, key: str = "sk-test", prefix: str = "/v1") -> openai.AsyncOpenAI:
         """The official SDK pointed at this gateway (closed when the test ends)."""
         client = openai.AsyncOpenAI(base_url=self.url + prefix, api_key=key, max_retries=0,
                                     timeout=20)
         self.clients.append(client)
+        return client
+
+    def ollama(self, key: str | None = "sk-test") -> ollama.AsyncClient:
+        """The official Ollama client pointed at this gateway (closed when the test ends)."""
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        client = ollama.AsyncClient(host=self.url, headers=headers, timeout=20)
+        self.ollama_clients.append(client)
         return client
 
     @property
@@ -84,6 +93,7 @@ async def start_gateway() -> AsyncIterator[GatewayFactory]:
     async def start(config: dict[str, Any], **kwargs: Any) -> Gateway:
         # health is set by each test unless it asks for the real prober
         kwargs.setdefault("active_probes", False)
+        config = {"store": {"kind": "memory"}, **config}
         app = build_app(parse_config(config, env=kwargs.pop("env", {})), **kwargs)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
@@ -96,6 +106,8 @@ async def start_gateway() -> AsyncIterator[GatewayFactory]:
         # every scenario must leave the in-flight counts exact
         for client in gateway.clients:
             await client.close()
+        for ollama_client in gateway.ollama_clients:
+            await ollama_client.close()
         leaked = {k: v for k, v in gateway.in_flight().items() if v}
         await gateway.server.close()
         assert not leaked, f"in-flight not back to 0: {leaked}"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import ollama
 import openai
 
 from lb.__main__ import main
@@ -95,6 +96,14 @@ async def test_serve_demo_answers_openai_sdk() -> None:
             assert len(text.split()) == 3
             ids = {m.id for m in (await c.models.list()).data}
             assert {"llama3", "llama3.1:8b", "qwen2.5:7b", "nomic-embed"} <= ids
+        native = ollama.AsyncClient(host=url)  # the demo backends are simulated Ollama boxes
+        try:
+            chat = await native.chat(model="llama3", messages=[{"role": "user", "content": "hi"}],
+                                     options={"num_predict": 2})
+            assert len(chat.message.content.split()) == 2
+            assert "nomic-embed:latest" in {m.model for m in (await native.list()).models}
+        finally:
+            await native.close()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

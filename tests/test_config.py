@@ -26,6 +26,11 @@ EP = {"name": "a", "url": "http://127.0.0.1:1"}
      "models[0].endpoints[1]", "no endpoint named 'zz'"),
     ({"endpoints": [EP], "models": [{"name": "m"}, {"name": "m"}]}, "models[1].name",
      "duplicate model name"),
+    ({"endpoints": [EP], "models": [{"name": "qwen"}, {"name": "qwen:latest"}]},
+     "models[1].name", "duplicate model name 'qwen:latest'"),
+    ({"ollama": {"allow_admin": "yes please"}}, "ollama.allow_admin", "bool"),
+    ({"ollama": {"fanout_timeout": 0}}, "ollama.fanout_timeout", "must be > 0"),
+    ({"ollama": {"allow_pull": True}}, "ollama.allow_pull", "unknown key"),
     ({"endpoints": [EP], "models": [{"name": "m", "strategy": "random"}]},
      "models[0].strategy", "must be one of"),
     ({"server": {"port": 70000}}, "server.port", "<= 65535"),
@@ -101,3 +106,9 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_missing_keys_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"server\.api_keys_file: cannot read"):
         parse_config({"server": {"api_keys_file": "missing"}}, env={}, base=tmp_path)
+
+
+def test_ollama_section_defaults_to_no_admin_calls() -> None:
+    config = parse_config({}, env={})
+    assert config.ollama.allow_admin is False and config.ollama.fanout_timeout == 5.0
+    assert parse_config({"ollama": {"allow_admin": True}}, env={}).ollama.allow_admin is True

@@ -1,7 +1,8 @@
-"""Every ApiError renders as OpenAI's error shape with its status."""
+"""Every ApiError renders with its status, in OpenAI's shape or, on /api/*, Ollama's."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from lb import errors
@@ -37,3 +38,23 @@ def test_rendering(exc: errors.ApiError, status: int, type_: str, code: object) 
 def test_config_error_lists_every_problem() -> None:
     exc = errors.ConfigError("f.toml", [("a.b", "bad"), ("", "worse")])
     assert str(exc) == "f.toml: a.b: bad\nf.toml: worse"
+
+
+@pytest.mark.parametrize(("path", "shape"), [
+    ("/api/chat", {"error": "no such model"}),
+    ("/api/tags", {"error": "no such model"}),
+    ("/v1/chat/completions", errors.ModelNotFound("no such model").body()),
+    ("/openai/v1/models", errors.ModelNotFound("no such model").body()),
+    ("/apiary", errors.ModelNotFound("no such model").body()),
+])
+def test_shape_follows_the_route(path: str, shape: dict[str, object]) -> None:
+    response = error_response(errors.ModelNotFound("no such model"), "rid", path)
+    assert response.status == 404
+    assert response.body is not None and orjson.loads(response.body) == shape  # type: ignore[arg-type]
+
+
+def test_ollama_shape_carries_details() -> None:
+    exc = errors.BadGateway("half failed", details={"results": [{"endpoint": "a"}]})
+    assert exc.ollama_body() == {"error": "half failed",
+                                 "fleetlb": {"results": [{"endpoint": "a"}]}}
+    assert exc.body()["error"]["message"] == "half failed"

@@ -41,7 +41,7 @@ class RecordingLog:
         return [
             (kw["from"], kw["to"], kw["streak"])
             for event, kw in self.lines
-            if event == "endpoint state changed" and kw["endpoint"] == name
+            if event == "endpoint_state_changed" and kw["endpoint"] == name
         ]
 
     def events(self, event: str) -> list[dict[str, Any]]:
@@ -170,7 +170,7 @@ async def test_fall_then_rise_on_the_same_port(
         ("healthy", "unhealthy", fall),
         ("unhealthy", "healthy", rise),
     ]
-    down = r.log.events("endpoint state changed")[1]
+    down = r.log.events("endpoint_state_changed")[1]
     assert "/v1/models" in down["reason"]
     assert isinstance(down["latency_ms"], float)
 
@@ -203,7 +203,7 @@ async def test_discovered_models_are_served_then_withdrawn(session: aiohttp.Clie
         assert r.fleet.generation == 2
         await r.prober.probe_once(ep)
         assert r.fleet.generation == 2  # nothing changed, the router keeps its cache
-    changes = r.log.events("endpoint models changed")
+    changes = r.log.events("endpoint_models_changed")
     assert changes[1] == {"endpoint": "ep", "added": [], "removed": ["qwen2", "qwen2:latest"]}
 
 
@@ -250,8 +250,8 @@ async def test_responses_detected_on_healthy_and_every_ten_minutes(
     posts = [s for s in fake.seen if s[0] == "POST"]
     assert len(posts) == 3
     assert [e for e, _ in r.log.lines if e.startswith("responses")] == [
-        "responses support found",
-        "responses support lost",
+        "responses_support_found",
+        "responses_support_lost",
     ]
 
 
@@ -271,8 +271,8 @@ async def test_responses_redetected_on_every_return_to_healthy(
         await r.prober.probe_once(ep)  # back, well within ten minutes
     assert (ep.state, ep.supports_responses_api) == (HEALTHY, True)
     assert [e for e, _ in r.log.lines if e.startswith("responses")] == [
-        "responses support absent",
-        "responses support found",
+        "responses_support_absent",
+        "responses_support_found",
     ]
 
 
@@ -422,7 +422,7 @@ async def test_sync_follows_the_fleet(session: aiohttp.ClientSession) -> None:
 async def test_a_crash_in_one_round_does_not_end_the_loop(session: aiohttp.ClientSession) -> None:
     class Flaky(RecordingLog):
         def info(self, event: str, **kw: Any) -> None:
-            if not any(e == "probe crashed" for e, _ in self.lines):
+            if not any(e == "probe_crashed" for e, _ in self.lines):
                 raise RuntimeError("log sink broke")
             super().info(event, **kw)
 
@@ -441,4 +441,4 @@ async def test_a_crash_in_one_round_does_not_end_the_loop(session: aiohttp.Clien
         await prober.start()
         await eventually(lambda: len(fake.seen) >= 3)
         await prober.stop()
-    assert log.events("probe crashed")[0]["error"] == "RuntimeError('log sink broke')"
+    assert log.events("probe_crashed")[0]["error"] == "RuntimeError('log sink broke')"

@@ -1,4 +1,5 @@
-"""SSE relay framing: whatever the upstream reads look like, each client write is whole events."""
+"""Relay framing: whatever the upstream reads look like, each client write is whole SSE events
+(or whole NDJSON lines for Ollama streams)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import time
 from typing import cast
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
 from lb.config import EndpointConfig
 from lb.endpoints import Endpoint, Fleet
 from lb.forward import Exchange
+from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
-from lb.relay import PASSTHROUGH, RelayOutcome, _pump_sse
+from lb.relay import NDJSON_LINES, PASSTHROUGH, RelayOutcome, _pump_framed, pump_sse
 from lb.sse import SseDecoder
 
 STREAM = (b'data: {"a":1}\n\n'
@@ -71,7 +74,7 @@ async def test_every_write_is_whole_events(cut: int) -> None:
     record = RequestRecord("r", "POST", "/", time.perf_counter())
     ex = exchange([STREAM[:cut], STREAM[cut:]])
     outcome = RelayOutcome()
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert b"".join(out.writes) == STREAM
     for data in out.writes:
         whole_events(data)
@@ -84,7 +87,7 @@ async def test_byte_by_byte_upstream() -> None:
     out = RecordingResponse()
     record = RequestRecord("r", "POST", "/", time.perf_counter())
     ex = exchange([STREAM[i:i + 1] for i in range(len(STREAM))])
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, RelayOutcome())
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, RelayOutcome())
     assert out.writes == whole_events(STREAM)  # one write per event, as soon as it is whole
     ex.lease.release()
 
@@ -95,7 +98,7 @@ async def test_upstream_breaks_mid_event() -> None:
     ex = exchange([b'data: {"a":1}\n\ndata: {"b"'],
                   fail=aiohttp.ClientPayloadError("connection reset"))
     outcome = RelayOutcome()
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert out.writes[0] == b'data: {"a":1}\n\n'
     assert out.writes[-1].startswith(b'data: {"error":{"message":"e: stream broke')
     assert outcome.broken is not None
@@ -108,8 +111,61 @@ async def test_oversized_event_ends_stream_with_error() -> None:
     huge = b"data: " + b"x" * (1 << 20) + b"\n\n"
     ex = exchange([b"data: ok\n\n", huge[: 1 << 19], huge[1 << 19:]])
     outcome = RelayOutcome()
-    await _pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
+    await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert out.writes[0] == b"data: ok\n\n"
     assert b"larger than" in out.writes[-1]
     assert outcome.broken is not None
     ex.lease.release()
+
+
+NDJSON_STREAM = (b'{"model":"m","message":{"role":"assistant","content":"a"},"done":false}\n'
+                 b'{"model":"m","message":{"role":"assistant","content":"b"},"done":false}\n'
+                 b'{"model":"m","message":{"role":"assistant","content":""},"done":true}\n')
+
+
+async def pump_ndjson(reads: list[bytes], fail: BaseException | None = None,
+                      ) -> tuple[RecordingResponse, RelayOutcome, RequestRecord]:
+    out = RecordingResponse()
+    record = RequestRecord("r", "POST", "/api/chat", time.perf_counter())
+    ex = exchange(reads, fail)
+    outcome = RelayOutcome()
+    await _pump_framed(cast(web.StreamResponse, out), ex, record, NdjsonDecoder(), NDJSON_LINES,
+                       outcome)
+    ex.lease.release()
+    return out, outcome, record
+
+
+@pytest.mark.parametrize("cut", range(1, len(NDJSON_STREAM)))
+async def test_ndjson_every_write_is_whole_lines(cut: int) -> None:
+    out, outcome, record = await pump_ndjson([NDJSON_STREAM[:cut], NDJSON_STREAM[cut:]])
+    assert b"".join(out.writes) == NDJSON_STREAM
+    for data in out.writes:
+        assert data.endswith(b"\n")
+        for line in data.splitlines():
+            orjson.loads(line)  # each line of each write is a whole JSON object
+    assert outcome.broken is None and record.bytes_out == len(NDJSON_STREAM)
+
+
+async def test_ndjson_byte_by_byte_upstream_writes_one_line_each() -> None:
+    reads = [NDJSON_STREAM[i:i + 1] for i in range(len(NDJSON_STREAM))]
+    out, _, _ = await pump_ndjson(reads)
+    assert out.writes == NDJSON_STREAM.splitlines(keepends=True)
+
+
+async def test_ndjson_upstream_breaks_mid_line_ends_with_error_line() -> None:
+    out, outcome, _ = await pump_ndjson([NDJSON_STREAM[:100]],
+                                        fail=aiohttp.ClientPayloadError("connection reset"))
+    first = NDJSON_STREAM.splitlines(keepends=True)[0]
+    assert out.writes[0] == first  # the whole line before the break, never the half after it
+    last = orjson.loads(out.writes[-1])
+    assert out.writes[-1].endswith(b"\n") and list(last) == ["error"]
+    assert last["error"].startswith("e: stream broke")
+    assert outcome.broken is not None
+
+
+async def test_ndjson_oversized_line_ends_with_error_line() -> None:
+    huge = b'{"response":"' + b"x" * (4 << 20) + b'"}\n'
+    out, outcome, _ = await pump_ndjson([b'{"ok":1}\n', huge[: 1 << 21], huge[1 << 21:]])
+    assert out.writes[0] == b'{"ok":1}\n'
+    assert "larger than" in orjson.loads(out.writes[-1])["error"]
+    assert outcome.broken is not None

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openai.types.chat import ChatCompletionMessageParam
 
+from lb.responses.conformance import EVENT_TYPES
 from lb.sim import (
     BEHAVIOR_KEY,
     RecordedRequest,
@@ -102,32 +103,7 @@ TEXT_EVENTS = [
     "response.output_item.done",
     "response.completed",
 ]
-LEGAL_EVENTS = {
-    "response.created",
-    "response.queued",
-    "response.in_progress",
-    "response.completed",
-    "response.failed",
-    "response.incomplete",
-    "response.output_item.added",
-    "response.output_item.done",
-    "response.content_part.added",
-    "response.content_part.done",
-    "response.output_text.delta",
-    "response.output_text.done",
-    "response.output_text.annotation.added",
-    "response.refusal.delta",
-    "response.refusal.done",
-    "response.function_call_arguments.delta",
-    "response.function_call_arguments.done",
-    "response.reasoning.delta",
-    "response.reasoning.done",
-    "response.reasoning_summary_part.added",
-    "response.reasoning_summary_part.done",
-    "response.reasoning_summary_text.delta",
-    "response.reasoning_summary_text.done",
-    "error",
-}
+LEGAL_EVENTS = EVENT_TYPES  # the specification's closed set
 
 
 def text_events(n_deltas: int) -> list[str]:
@@ -734,6 +710,34 @@ async def test_ollama_knobs(sim: Any) -> None:
         token(0),
         token(1),
     ]
+
+
+async def test_ollama_model_management(sim: Any) -> None:
+    client = await sim(kind="ollama", models=("qwen",))
+
+    async def names() -> list[str]:
+        return [m["name"] for m in (await (await client.get("/api/tags")).json())["models"]]
+
+    resp = await client.post("/api/pull", json={"model": "llama3"})
+    assert resp.content_type == "application/x-ndjson"
+    lines = [orjson.loads(line) for line in (await resp.read()).splitlines()]
+    assert lines[0] == {"status": "pulling manifest"} and lines[-1] == {"status": "success"}
+    assert any("completed" in line and line["completed"] == line["total"] for line in lines)
+    resp = await client.post("/api/create", json={"model": "mine", "stream": False})
+    assert await resp.json() == {"status": "success"}
+    assert await names() == ["qwen:latest", "llama3:latest", "mine:latest"]
+    assert (await client.post("/api/copy", json={"source": "mine",
+                                                 "destination": "yours:v2"})).status == 200
+    assert (await client.delete("/api/delete", json={"model": "mine:latest"})).status == 200
+    assert await names() == ["qwen:latest", "llama3:latest", "yours:v2"]
+    resp = await client.delete("/api/delete", json={"model": "mine"})
+    assert (resp.status, await resp.json()) == (404, {"error": "model 'mine' not found"})
+    resp = await client.post("/api/copy", json={"source": "ghost", "destination": "x"})
+    assert resp.status == 404
+    push = await client.post("/api/push", json={"model": "qwen", "stream": False})
+    assert await push.json() == {"status": "success"}
+    behavior(client).fail_status = 500
+    assert (await client.post("/api/pull", json={"model": "x"})).status == 500
 
 
 # --- Open Responses --------------------------------------------------------------------------

@@ -28,15 +28,34 @@ class SimBackend:
     started_at: float = 0.0
     responses: dict[str, StoredResponse] = field(default_factory=dict)
     loaded: dict[str, None] = field(default_factory=dict)  # an ordered set of served names
+    models: list[str] = field(default_factory=list)  # served now: options.models, pulls, copies
     _names: dict[str, str] = field(default_factory=dict)  # every accepted spelling -> served name
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
         for model in self.options.models:
-            for spelling in self._spellings(model):
-                self._names.setdefault(spelling, model)
+            self.add_model(model)
         if self.options.models:
             self.loaded[self.options.models[0]] = None
+
+    def add_model(self, model: str) -> None:
+        """Serve model from now on (an Ollama pull, create or copy); no-op if already served."""
+        if self.resolve(model) is not None:
+            return
+        self.models.append(model)
+        for spelling in self._spellings(model):
+            self._names.setdefault(spelling, model)
+
+    def remove_model(self, name: str) -> bool:
+        """Stop serving the model name names (an Ollama delete); False if it was not served."""
+        served = self.resolve(name)
+        if served is None:
+            return False
+        self.models.remove(served)
+        self.loaded.pop(served, None)
+        for spelling in self._spellings(served):
+            self._names.pop(spelling, None)
+        return True
 
     def _spellings(self, model: str) -> tuple[str, ...]:
         if self.options.kind != "ollama":

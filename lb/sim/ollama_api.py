@@ -1,6 +1,7 @@
 """Ollama's native API on the simulated backend: discovery (/api/tags, /api/ps, /api/version,
 /api/show), generation as NDJSON streams or one object (/api/chat, /api/generate) and embeddings
-(/api/embed, /api/embeddings), with Ollama's bare `{"error": "..."}` errors."""
+(/api/embed, /api/embeddings), with Ollama's bare `{"error": "..."}` errors. Model management
+(/api/pull, ...) is in `ollama_models`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from lb.sim import text
 from lb.sim.backend import SimBackend
 from lb.sim.chunks import HOLE, ChunkTemplate
+from lb.sim.ollama_models import OllamaModels
 from lb.sim.replies import injected_failure, json_reply, ollama_error, read_json_object
 from lb.sim.stream import NDJSON, ChunkStream, Pacer, ndjson_line
 
@@ -68,6 +70,7 @@ class OllamaApi:
         router.add_post("/api/generate", self.generate)
         router.add_post("/api/embed", self.embed)
         router.add_post("/api/embeddings", self.embeddings)
+        OllamaModels(self.sim).add_routes(router)
 
     async def root(self, request: web.Request) -> web.Response:
         return web.Response(text="Ollama is running")
@@ -88,7 +91,7 @@ class OllamaApi:
         }
 
     async def tags(self, request: web.Request) -> web.Response:
-        return json_reply({"models": [self._entry(m) for m in self.sim.options.models]})
+        return json_reply({"models": [self._entry(m) for m in self.sim.models]})
 
     async def ps(self, request: web.Request) -> web.Response:
         expires_at = timestamp(self.sim.clock() + KEEP_ALIVE_S)

@@ -61,7 +61,8 @@ async def test_completions_embeddings_models(start_sim: SimFactory,
     assert len(emb.data) == 2 and len(emb.data[0].embedding) == 8
     models = await c.models.list()
     by_id = {m.id: m.model_extra["fleetlb"] for m in models.data}
-    assert by_id == {"m1": {"endpoints": 2, "healthy": 2}, "emb": {"endpoints": 1, "healthy": 1}}
+    assert by_id == {"m1": {"endpoints": 2, "healthy": 2, "responses": "translate"},
+                     "emb": {"endpoints": 1, "healthy": 1, "responses": "translate"}}
 
 
 async def test_openai_prefix_routes(start_sim: SimFactory, start_gateway: GatewayFactory) -> None:

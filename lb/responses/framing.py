@@ -1,0 +1,135 @@
+"""Raw upstream SSE events in, the client's Responses SSE bytes out: the two per-event transforms
+of /v1/responses streams, shaped as lb.relay's StreamFraming (events / end / fail).
+
+TranslatedFraming turns a chat completion stream into Responses events; NormalizedFraming makes
+a native Responses stream conform. Both end the stream with `data: [DONE]`, exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from lb.errors import ApiError
+from lb.responses.normalize import EventNormalizer
+from lb.responses.stream import ChatToResponsesStream, encode
+from lb.sse import DONE, parse_event
+
+_DATA = b"data: "
+_DATA_DONE = "[DONE]"
+
+
+def event_data(raw: bytes) -> str | bytes | None:
+    """The data of one raw SSE event; None for a comment or keep-alive. The common shapes (one
+    data line, maybe after one event line, LF endings) are sliced without parsing.
+    """
+    if raw.endswith(b"\n\n"):
+        lines = raw.count(b"\n")
+        if lines == 2 and raw.startswith(_DATA):
+            return raw[6:-2]
+        if lines == 3 and raw.startswith(b"event: "):  # a native stream's `event:` + `data:`
+            start = raw.find(b"\ndata: ")
+            if start > 0:
+                return raw[start + 7 : -2]
+    event = parse_event(raw)
+    return None if event.is_comment_only else event.data
+
+
+def _is_done(data: str | bytes) -> bool:
+    return data == b"[DONE]" or data == _DATA_DONE
+
+
+def _error_code(error: ApiError) -> str:
+    return str(error.code or "upstream_error")
+
+
+class TranslatedFraming:
+    """Chat completion chunks -> Responses events, through a ChatToResponsesStream."""
+
+    __slots__ = ("_is_closed", "machine")
+
+    def __init__(self, machine: ChatToResponsesStream) -> None:
+        self.machine = machine
+        self._is_closed = False
+
+    def start(self) -> bytes:
+        """response.created and response.in_progress, to send before the first chunk arrives."""
+        return b"".join(map(encode, self.machine.start()))
+
+    def events(self, raw: list[bytes]) -> bytes:
+        machine = self.machine
+        out: list[dict[str, Any]] = machine.start()
+        for one in raw:
+            data = event_data(one)
+            if data is None or not data:
+                continue
+            if _is_done(data):
+                out += machine.finish()
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                out += machine.fail("upstream_error", "the backend sent an event that is not JSON")
+                continue
+            if isinstance(chunk, dict):
+                out += machine.feed(chunk)
+        return b"".join(map(encode, out))
+
+    def end(self, tail: bytes) -> bytes:
+        """The upstream body ended: finish (if `[DONE]` did not already) and close the stream.
+
+        A leftover tail is an event cut short: it is not a chunk we could translate."""
+        return self._close(self.machine.finish())
+
+    def fail(self, error: ApiError) -> bytes:
+        return self._close(self.machine.fail(_error_code(error), error.message))
+
+    def _close(self, events: list[dict[str, Any]]) -> bytes:
+        if self._is_closed:
+            return b""
+        self._is_closed = True
+        return b"".join(map(encode, events)) + DONE
+
+
+class NormalizedFraming:
+    """A native Responses stream, event by event, through an EventNormalizer. The backend's own
+    `[DONE]` is held back so that exactly one ends the stream, after everything else.
+    """
+
+    __slots__ = ("_is_closed", "normalizer", "unreadable")
+
+    def __init__(self, normalizer: EventNormalizer) -> None:
+        self.normalizer = normalizer
+        self.unreadable = 0  # events whose data was not a JSON object: dropped
+        self._is_closed = False
+
+    def events(self, raw: list[bytes]) -> bytes:
+        out: list[dict[str, Any]] = []
+        for one in raw:
+            data = event_data(one)
+            if data is None or not data or _is_done(data):
+                continue
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                event = None
+            if isinstance(event, dict):
+                if "type" not in event:  # some servers name the event only on its event: line
+                    event["type"] = parse_event(one).event
+                out += self.normalizer.feed(event)
+            else:
+                self.unreadable += 1
+        return b"".join(map(encode, out))
+
+    def end(self, tail: bytes) -> bytes:
+        return self._close([])  # an unterminated tail is not an event: never forward half
+
+    def fail(self, error: ApiError) -> bytes:
+        return self._close(self.normalizer.fail(_error_code(error), error.message))
+
+    def _close(self, events: list[dict[str, Any]]) -> bytes:
+        if self._is_closed:
+            return b""
+        self._is_closed = True
+        return b"".join(map(encode, events)) + DONE

@@ -1,0 +1,184 @@
+"""Responses input items -> Chat Completions messages (the `messages` of a translated request).
+
+Every item type and content part the specification defines for input is either translated or
+refused with a BadRequest naming it: nothing is dropped silently, except reasoning items (below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lb.errors import BadRequest
+
+Expander = Callable[[dict[str, Any]], list[dict[str, Any]]]
+Message = dict[str, Any]
+
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+PHASES = frozenset({"commentary", "final_answer"})
+TEXT_PARTS = {"input_text": "text", "output_text": "text", "text": "text", "refusal": "refusal"}
+# vLLM joins the text parts of one message with a newline when a chat template wants a string;
+# doing the same here gives every backend the same prompt.
+TEXT_PART_SEPARATOR = "\n"
+
+
+class MessageBuilder:
+    """Appends chat messages for Responses items, in order.
+
+    Consecutive function_call items (and the assistant message right before them) become one
+    assistant message with several tool_calls, as Chat Completions expects.
+    """
+
+    __slots__ = ("_expand", "messages")
+
+    def __init__(self, expand_compaction: Expander | None = None) -> None:
+        self._expand = expand_compaction
+        self.messages: list[Message] = []
+
+    def add_text(self, role: str, text: str) -> None:
+        self.messages.append({"role": role, "content": text})
+
+    def add(self, item: Any, param: str) -> None:
+        if not isinstance(item, dict):
+            raise BadRequest("an input item must be an object", param=param)
+        kind = item.get("type", "message" if "role" in item else None)
+        if kind == "message":
+            self._message(item, param)
+        elif kind == "function_call":
+            self._function_call(item, param)
+        elif kind == "function_call_output":
+            self._call_output(item, param)
+        elif kind == "compaction":
+            self._compaction(item, param)
+        elif kind != "reasoning":
+            raise BadRequest(
+                f"input items of type {kind!r} are not supported", param=f"{param}.type"
+            )
+        # A reasoning item is kept in the stored conversation, its encrypted_content untouched,
+        # but not sent back: Chat Completions has no standard field for earlier reasoning, and
+        # chat templates drop it from earlier turns anyway.
+
+    def _message(self, item: dict[str, Any], param: str) -> None:
+        role = ROLES.get(str(item.get("role")))
+        if role is None:
+            raise BadRequest(f"unknown message role {item.get('role')!r}", param=f"{param}.role")
+        if item.get("phase") is not None and item["phase"] not in PHASES:
+            raise BadRequest(f"unknown phase {item['phase']!r}", param=f"{param}.phase")
+        content = item.get("content")
+        if isinstance(content, str):
+            self.messages.append({"role": role, "content": content})
+        elif isinstance(content, list):
+            parts = [_part(p, role, f"{param}.content[{i}]") for i, p in enumerate(content)]
+            self.messages.append({"role": role, "content": _collapse(parts)})
+        else:
+            raise BadRequest(
+                "message content must be a string or an array", param=f"{param}.content"
+            )
+
+    def _function_call(self, item: dict[str, Any], param: str) -> None:
+        call = {
+            "id": _text(item, "call_id", param),
+            "type": "function",
+            "function": {
+                "name": _text(item, "name", param),
+                "arguments": _text(item, "arguments", param, empty=True),
+            },
+        }
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == "assistant":
+            last.setdefault("tool_calls", []).append(call)
+        else:
+            self.messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+    def _call_output(self, item: dict[str, Any], param: str) -> None:
+        output = item.get("output")
+        if isinstance(output, list):
+            output = TEXT_PART_SEPARATOR.join(
+                _tool_output_text(p, f"{param}.output[{i}]") for i, p in enumerate(output)
+            )
+        elif not isinstance(output, str):
+            raise BadRequest(
+                "function_call_output.output must be a string or an array", param=f"{param}.output"
+            )
+        self.messages.append(
+            {"role": "tool", "tool_call_id": _text(item, "call_id", param), "content": output}
+        )
+
+    def _compaction(self, item: dict[str, Any], param: str) -> None:
+        if self._expand is None:
+            raise BadRequest("compaction items are not accepted here", param=param)
+        try:
+            items = self._expand(item)
+        except BadRequest as exc:
+            raise BadRequest(exc.message, param=f"{param}.encrypted_content") from exc
+        for inner in items:
+            self.add(inner, param)
+
+
+def _text(item: dict[str, Any], key: str, param: str, *, empty: bool = False) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not (value or empty):
+        raise BadRequest(f"{key} must be a non-empty string", param=f"{param}.{key}")
+    return value
+
+
+def _part(part: Any, role: str, param: str) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    text_key = TEXT_PARTS.get(str(kind))
+    if text_key is not None:
+        value = part.get(text_key)
+        if not isinstance(value, str):
+            raise BadRequest(f"{kind} parts need a string {text_key}", param=f"{param}.{text_key}")
+        return {"type": "text", "text": value}
+    if kind in ("input_image", "input_file") and role != "user":
+        raise BadRequest(f"{kind} parts are only accepted in user messages", param=f"{param}.type")
+    if kind == "input_image":
+        return _image(part, param)
+    if kind == "input_file":
+        return _file(part, param)
+    raise BadRequest(f"content parts of type {kind!r} are not supported", param=f"{param}.type")
+
+
+def _image(part: dict[str, Any], param: str) -> dict[str, Any]:
+    url = part.get("image_url")
+    if not isinstance(url, str) or not url:
+        raise BadRequest(
+            "input_image needs an image_url (an http(s) or data: URL); file ids are not supported",
+            param=f"{param}.image_url",
+        )
+    image: dict[str, Any] = {"url": url}
+    if part.get("detail") is not None:
+        image["detail"] = part["detail"]
+    return {"type": "image_url", "image_url": image}
+
+
+def _file(part: dict[str, Any], param: str) -> dict[str, Any]:
+    data = part.get("file_data")
+    if not isinstance(data, str) or not data:
+        # fetching file_url would make the gateway an open proxy; file ids need a file store
+        raise BadRequest(
+            "input_file needs inline file_data; file_url and file_id are not supported",
+            param=f"{param}.file_data",
+        )
+    file: dict[str, Any] = {"file_data": data}
+    if isinstance(part.get("filename"), str):
+        file["filename"] = part["filename"]
+    return {"type": "file", "file": file}
+
+
+def _collapse(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Text-only content as one string (what every backend accepts for every role), else parts."""
+    if all(p["type"] == "text" for p in parts):
+        return TEXT_PART_SEPARATOR.join(p["text"] for p in parts)
+    return parts
+
+
+def _tool_output_text(part: Any, param: str) -> str:
+    if isinstance(part, dict) and part.get("type") in ("input_text", "output_text", "text"):
+        text = part.get("text")
+        if isinstance(text, str):
+            return text
+    raise BadRequest(
+        "only text parts can be sent back as a function call's output over Chat Completions",
+        param=param,
+    )

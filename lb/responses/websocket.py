@@ -1,0 +1,189 @@
+"""WebSocket mode of /v1/responses: `response.create` messages in, one event per message out.
+
+Turns run one at a time per connection. `store: false` responses live in connection-local memory
+and never leak to another connection; a continuation whose previous turn failed finds nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import WSMsgType, web
+
+from lb.errors import ApiError, BadRequest, PreviousResponseNotFound
+from lb.forward import Exchange
+from lb.keys import RESPONSES, RUNTIME, record_of
+from lb.observe import RequestRecord
+from lb.payload import parse_payload
+from lb.relay import RelayOutcome, pump_sse
+from lb.responses.framing import NormalizedFraming, TranslatedFraming
+from lb.responses.items import input_items
+from lb.responses.modes import mode_of
+from lb.responses.store import StoredResponse
+from lb.responses.turn import Turn, start_turn
+from lb.upstream import forwardable_headers, read_body
+
+CONNECTION_LIMIT_S = 3600.0  # the specification lets servers close a connection after 60 min
+_NOT_IN_WS_MODE = ("stream", "stream_options", "background")
+
+log = structlog.get_logger("lb.responses.websocket")
+
+
+class EventSink:
+    """Our own Responses SSE bytes -> one WebSocket text message per event.
+
+    `[DONE]` has no WebSocket form, and a failed turn is told by `response.failed` alone (the
+    specification forbids sending both it and an error envelope).
+    """
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def write(self, data: bytes) -> None:
+        for block in data.split(b"\n\n"):
+            start = block.find(b"data: ")
+            if start < 0:
+                continue
+            payload = block[start + 6:]
+            if payload == b"[DONE]" or payload.startswith(b'{"type":"error"'):
+                continue
+            await self._ws.send_str(payload.decode())
+
+
+class Connection:
+    """One WebSocket client: its local store and its turns, in order."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        self._request = request
+        self._ws = ws
+        self._local: dict[str, StoredResponse] = {}
+        self._evicted: set[str] = set()
+        self._turns = 0
+
+    async def serve(self) -> None:
+        deadline = time.monotonic() + CONNECTION_LIMIT_S
+        async for message in self._ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            if time.monotonic() > deadline:
+                await self._error(400, "websocket_connection_limit_reached",
+                                  "This connection reached its 60 minute limit; open a new one")
+                await self._ws.close()
+                return
+            self._turns += 1
+            await self.turn(message.data)
+
+    async def turn(self, text: str) -> None:
+        record = record_of(self._request)
+        previous_id: Any = None
+        try:
+            body = self._create_body(text)
+            previous_id = body.get("previous_response_id")
+            if previous_id in self._evicted:
+                raise PreviousResponseNotFound(
+                    f"Previous response with id '{previous_id}' not found.",
+                    param="previous_response_id")
+            await self._run(body, record)
+        except ApiError as exc:
+            if isinstance(previous_id, str):
+                self._evicted.add(previous_id)  # a failed continuation evicts what it continued
+                self._local.pop(previous_id, None)
+            await self._error(exc.status, str(exc.code), exc.message, exc.param, exc.type)
+
+    def _create_body(self, text: str) -> dict[str, Any]:
+        try:
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"message is not valid JSON: {exc}") from None
+        if not isinstance(message, dict) or message.get("type") != "response.create":
+            raise BadRequest("expected a message of type 'response.create'", param="type")
+        for key in _NOT_IN_WS_MODE:
+            if key in message:
+                raise BadRequest(f"'{key}' is not used in WebSocket mode", param=key)
+        return {k: v for k, v in message.items() if k != "type"}
+
+    async def _run(self, body: dict[str, Any], record: RequestRecord) -> None:
+        runtime, ctx = self._request.app[RUNTIME].current, self._request.app[RESPONSES]
+        payload = parse_payload(orjson.dumps({**body, "stream": True}))
+        structlog.contextvars.bind_contextvars(model=payload.model, turn=self._turns)
+        plan = runtime.router.plan(payload.model, payload.session_key(None))
+        turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream,
+                                f"{record.request_id}-{self._turns}",
+                                forwardable_headers(self._request.headers), self._local)
+        exchange = await runtime.forwarder.open(turn.restrict(plan), turn.call_for)
+        await self._stream(turn, exchange, record)
+
+    async def _stream(self, turn: Turn, exchange: Exchange, record: RequestRecord) -> None:
+        mode = mode_of(exchange.endpoint) or "translate"
+        if exchange.response.status >= 300 or not exchange.is_sse:
+            await self._upstream_refused(exchange)
+            return
+        framing = turn.stream_framing(mode)
+        outcome = RelayOutcome()
+        try:
+            await pump_sse(EventSink(self._ws), exchange, record, framing, outcome)
+        finally:
+            exchange.close(abort=outcome.broken is not None)
+        final = _final_response(framing)
+        if outcome.broken is not None or final is None or final.get("status") == "failed":
+            raise_id = turn.request.get("previous_response_id")
+            if isinstance(raise_id, str):
+                self._evicted.add(raise_id)
+            return
+        self._local[final["id"]] = StoredResponse(
+            final["id"], turn.payload.model, "translate", exchange.endpoint.name,
+            [*turn.history, *_input_of(turn)], final)
+        await turn.remember(mode, exchange.endpoint, final, final["id"])
+
+    async def _upstream_refused(self, exchange: Exchange) -> None:
+        status = exchange.response.status
+        try:
+            body = exchange.body if exchange.body is not None else \
+                await read_body(exchange.response, exchange.endpoint.name)
+        finally:
+            exchange.close()
+        try:
+            error = orjson.loads(body).get("error") or {}
+        except (orjson.JSONDecodeError, AttributeError):
+            error = {}
+        if not isinstance(error, dict):
+            error = {"message": str(error)}
+        await self._error(status, str(error.get("code") or "upstream_error"),
+                          str(error.get("message") or f"the backend answered {status}"),
+                          error.get("param"), str(error.get("type") or "invalid_request_error"))
+
+    async def _error(self, status: int, code: str, message: str, param: str | None = None,
+                     type_: str = "invalid_request_error") -> None:
+        await self._ws.send_str(orjson.dumps({
+            "type": "error", "status": status,
+            "error": {"type": type_, "code": code, "message": message, "param": param},
+        }).decode())
+
+
+def _final_response(framing: object) -> dict[str, Any] | None:
+    if isinstance(framing, TranslatedFraming):
+        return framing.machine.response
+    if isinstance(framing, NormalizedFraming):
+        return framing.normalizer.snapshot
+    return None
+
+
+def _input_of(turn: Turn) -> list[dict[str, Any]]:
+    return input_items(turn.request, turn.ctx.ids)
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """GET /v1/responses with an Upgrade header: the WebSocket mode of the Responses API."""
+    ws = web.WebSocketResponse(heartbeat=30.0,
+                               max_msg_size=request.app[RUNTIME].current.config.server.max_body_bytes)
+    if not ws.can_prepare(request).ok:
+        raise BadRequest("GET /v1/responses is the WebSocket mode: send an Upgrade request")
+    await ws.prepare(request)
+    try:
+        await Connection(request, ws).serve()
+    finally:
+        await ws.close()
+    return ws
