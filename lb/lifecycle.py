@@ -20,7 +20,7 @@ from lb import sdnotify
 from lb.config import Config
 from lb.endpoints import Fleet, HealthState
 from lb.errors import ConfigError
-from lb.keys import DRAIN, METRICS, PROBES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
+from lb.keys import DRAIN, METRICS, PROBES, RESPONSES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
 from lb.reload import diff_configs, keep_restart_only
 from lb.sdnotify import Notifier
 
@@ -145,10 +145,11 @@ async def _reload(app: web.Application, load: ConfigLoader | None) -> bool:
     config = keep_restart_only(config, previous.config)
     holder.current = app[RUNTIME_FACTORY].build(config, previous)  # the atomic switch
     app[UPSTREAM].set_timeouts(config.timeouts)
-    restart = {"restart_required": list(change.restart_required),
-               "message": "restart required for these; the running values stay"} \
+    if RESPONSES in app:
+        app[RESPONSES].normalize = config.responses.normalize
+    note = {"message": "restart required for restart_required; their running values stay"} \
         if change.restart_required else {}
-    log.info("config_reloaded", **change.log_fields(), **restart, unchanged=change.is_empty)
+    log.info("config_reloaded", **change.log_fields(), **note, unchanged=change.is_empty)
     prober = app.get(PROBES)
     if prober is not None:
         await prober.sync(config.probes)  # tasks for added endpoints, none for removed ones
@@ -165,10 +166,11 @@ async def drain_on_shutdown(app: web.Application) -> None:
     timeout_s = app[RUNTIME].current.config.server.drain_timeout
     if drain.requests:
         log.info("draining", requests=drain.requests, streams=len(drain.streams),
-                 drain_timeout_s=timeout_s)
-    streams, waiting = await drain.settle(timeout_s)
-    if streams or waiting:
-        log.warning("drain_timeout", cut_streams=streams, cut_waiting=waiting,
+                 sessions=len(drain.sessions), drain_timeout_s=timeout_s)
+    cut = await drain.settle(timeout_s)
+    if any(cut):
+        log.warning("drain_timeout", cut_streams=cut.streams, cut_sessions=cut.sessions,
+                    cut_waiting=cut.waiting,
                     message="requests still going at the end of the drain period were ended "
                             "with an error: streams with a terminal error event, the others 503")
 

@@ -14,10 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from lb.config import Config, EndpointConfig
+from lb.config import Config, EndpointConfig, StoreConfig
 from lb.endpoints import Endpoint, Fleet
 
-RESTART_ONLY = ("host", "port")  # [server] keys bound to the listening socket, read once at start
+# settings read once at start: the listening socket, the response store, and the key that signs the
+# compaction items clients hold; a reload reports them as "restart required" and keeps them
+RESTART_ONLY: dict[str, tuple[str, ...]] = {
+    "server": ("host", "port"),
+    "store": tuple(StoreConfig.model_fields),
+    "responses": ("compaction_key", "compaction_key_env"),
+}
 _LISTS = ("endpoints", "models")  # Config fields diffed item by item rather than as sections
 
 
@@ -68,8 +74,11 @@ def diff_configs(old: Config, new: Config) -> ConfigChange:
 
 def keep_restart_only(new: Config, running: Config) -> Config:
     """`new` with the running values of the settings that only a restart can change."""
-    kept = {key: getattr(running.server, key) for key in RESTART_ONLY}
-    return new.model_copy(update={"server": new.server.model_copy(update=kept)})
+    sections = {}
+    for section, keys in RESTART_ONLY.items():
+        kept = {key: getattr(getattr(running, section), key) for key in keys}
+        sections[section] = getattr(new, section).model_copy(update=kept)
+    return new.model_copy(update=sections)
 
 
 def next_fleet(old: Fleet, configs: Iterable[EndpointConfig]) -> Fleet:
@@ -109,5 +118,5 @@ def _settings_changed(old: Config, new: Config) -> tuple[tuple[str, ...], tuple[
             continue
         for key in _changed_keys(getattr(old, section), getattr(new, section)):
             name = f"{section}.{key}"
-            (restart if section == "server" and key in RESTART_ONLY else settings).append(name)
+            (restart if key in RESTART_ONLY.get(section, ()) else settings).append(name)
     return tuple(settings), tuple(restart)

@@ -80,3 +80,37 @@ async def test_request_still_waiting_for_its_backend_gets_a_503(
         assert (await resp.json())["error"]["code"] == "shutting_down"
     a = gw.fleet.get("a")
     assert a is not None and a.in_flight == 0 and a.live_failures == 0
+
+
+async def test_idle_websocket_is_told_to_go_away_at_once(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    sim = await start_sim("m1")
+    gw = await start_gateway({"server": {"api_keys": ["k"], "drain_timeout": 30},
+                              "endpoints": [endpoint("a", sim)]})
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as s, \
+            s.ws_connect(gw.url + "/v1/responses") as ws:
+        closing = asyncio.create_task(gw.server.close())
+        message = await ws.receive(timeout=20)
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+        await closing  # did not sit out the 30 s drain period
+
+
+async def test_websocket_turn_under_way_finishes_then_goes_away(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    sim = await start_sim("m1", tokens_per_s=50)
+    gw = await start_gateway({"server": {"api_keys": ["k"], "drain_timeout": 30},
+                              "endpoints": [endpoint("a", sim)]})
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as s, \
+            s.ws_connect(gw.url + "/v1/responses") as ws:
+        await ws.send_str(orjson.dumps({"type": "response.create", "model": "m1", "input": "hi",
+                                        "max_output_tokens": 15}).decode())
+        first = orjson.loads(await ws.receive_str(timeout=20))
+        assert first["type"] == "response.created"
+        closing = asyncio.create_task(gw.server.close())
+        types = []
+        while (message := await ws.receive(timeout=20)).type is aiohttp.WSMsgType.TEXT:
+            types.append(orjson.loads(message.data)["type"])
+        await closing
+    assert types[-1] in ("response.completed", "response.incomplete")  # the turn ran to its end
+    assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY

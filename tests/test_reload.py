@@ -48,6 +48,10 @@ EP_B = {"name": "b", "url": "http://10.0.0.2:1", "models": ["m", "n"]}
     ({}, {"server": {"port": 9999, "api_keys": ["k"]}, "timeouts": {"idle": 5}},
      ConfigChange(settings_changed=("server.api_keys", "timeouts.idle"),
                   restart_required=("server.port",))),
+    ({}, {"store": {"path": "/elsewhere.db"}, "ollama": {"allow_admin": True},
+          "responses": {"normalize": False, "compaction_key": "k"}},
+     ConfigChange(settings_changed=("responses.normalize", "ollama.allow_admin"),
+                  restart_required=("store.path", "responses.compaction_key"))),
 ])
 def test_diff(old: dict[str, Any], new: dict[str, Any], expected: ConfigChange) -> None:
     assert diff_configs(config(**old), config(**new)) == expected
@@ -62,9 +66,13 @@ def test_change_log_fields_name_keys_never_values() -> None:
 
 def test_restart_only_settings_keep_their_running_value() -> None:
     running = config(server={"host": "127.0.0.1", "port": 8080})
-    new = keep_restart_only(config(server={"host": "0.0.0.0", "port": 9, "max_queued": 7}),
+    new = keep_restart_only(config(server={"host": "0.0.0.0", "port": 9, "max_queued": 7},
+                                   store={"kind": "memory"},
+                                   responses={"normalize": False, "compaction_key": "k"}),
                             running)
     assert (new.server.host, new.server.port, new.server.max_queued) == ("127.0.0.1", 8080, 7)
+    assert new.store == running.store and new.responses.compaction_key is None
+    assert new.responses.normalize is False  # read per request: it does change
 
 
 def test_next_fleet_keeps_state_of_same_name_and_url() -> None:
@@ -196,3 +204,15 @@ async def test_a_crash_while_reloading_keeps_serving(start_sim: SimFactory,
         "config_reload_crashed"]
     name, _ = await stream_text(gw.url, max_tokens=2)
     assert name == "a"
+
+
+async def test_restart_required_is_logged_and_the_old_values_stay(
+        start_sim: SimFactory, start_gateway: GatewayFactory, log_lines: Any) -> None:
+    sim = await start_sim("m1")
+    gw = await start_gateway(keyed(endpoint("a", sim)))
+    running = gw.app[RUNTIME].current.config
+    new = {**keyed(endpoint("a", sim)), "server": {"api_keys": ["sk-test"], "port": 1}}
+    assert await reload(gw.app, lambda: parse_config(new, env={}), NoNotify())
+    assert gw.app[RUNTIME].current.config.server.port == running.server.port
+    [line] = [x for x in log_lines() if x["event"] == "config_reloaded"]
+    assert "server.port" in line["restart_required"] and "restart required" in line["message"]

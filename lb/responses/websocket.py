@@ -11,11 +11,11 @@ from typing import Any
 
 import orjson
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from lb.errors import ApiError, BadRequest, PreviousResponseNotFound
 from lb.forward import Exchange
-from lb.keys import RESPONSES, RUNTIME, record_of
+from lb.keys import DRAIN, RESPONSES, RUNTIME, record_of
 from lb.observe import RequestRecord
 from lb.payload import parse_payload
 from lb.relay import RelayOutcome, pump_sse
@@ -62,6 +62,8 @@ class Connection:
         self._local: dict[str, StoredResponse] = {}
         self._evicted: set[str] = set()
         self._turns = 0
+        self._busy = False  # a turn is under way
+        self._leaving = False  # fleetlb is shutting down: close after the turn under way
 
     async def serve(self) -> None:
         deadline = time.monotonic() + CONNECTION_LIMIT_S
@@ -74,7 +76,23 @@ class Connection:
                 await self._ws.close()
                 return
             self._turns += 1
-            await self.turn(message.data)
+            self._busy = True
+            try:
+                await self.turn(message.data)
+            finally:
+                self._busy = False
+            if self._leaving:
+                await self._close_going_away()
+                return
+
+    async def going_away(self, now: bool) -> None:
+        """The gateway drains (lb.drain.Session): close when idle or `now`, else after the turn."""
+        self._leaving = True
+        if now or not self._busy:
+            await self._close_going_away()
+
+    async def _close_going_away(self) -> None:
+        await self._ws.close(code=WSCloseCode.GOING_AWAY, message=b"fleetlb is shutting down")
 
     async def turn(self, text: str) -> None:
         record = record_of(self._request)
@@ -123,10 +141,13 @@ class Connection:
             return
         framing = turn.stream_framing(mode)
         outcome = RelayOutcome()
+        drain = self._request.app[DRAIN]
+        drain.relaying(exchange)  # a drain that runs out of time ends the turn: response.failed
         try:
             await pump_sse(EventSink(self._ws), exchange, record, framing, outcome)
         finally:
-            exchange.close(abort=outcome.broken is not None)
+            drain.relayed()
+            exchange.close(abort=outcome.broken is not None or outcome.interrupted)
         final = _final_response(framing)
         if outcome.broken is not None or final is None or final.get("status") == "failed":
             raise_id = turn.request.get("previous_response_id")
@@ -182,8 +203,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise BadRequest("GET /v1/responses is the WebSocket mode: send an Upgrade request")
     await ws.prepare(request)
+    connection = Connection(request, ws)
+    drain = request.app[DRAIN]
+    drain.holding(connection)
     try:
-        await Connection(request, ws).serve()
+        await connection.serve()
     finally:
+        drain.released()
         await ws.close()
     return ws
