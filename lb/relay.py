@@ -23,7 +23,7 @@ from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.sse import SseDecoder
 from lb.upstream import body_chunks, returnable_headers
-from lb.usage import USAGE_KEY, find_usage
+from lb.usage import OLLAMA_USAGE_KEY, USAGE_KEY, find_usage
 
 NDJSON = "application/x-ndjson"  # Ollama's streams
 
@@ -128,7 +128,7 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
             await pump_sse(response, exchange, record, framing, outcome)
         elif exchange.response.content_type == NDJSON:
             await _pump_framed(response, exchange, record, NdjsonDecoder(), NDJSON_LINES,
-                               outcome)
+                               outcome, OLLAMA_USAGE_KEY)
         else:
             await _pump_bytes(response, exchange, record)
         await response.write_eof()
@@ -152,7 +152,8 @@ async def pump_sse(response: Writer, exchange: Exchange, record: RequestRecord,
 
 
 async def _pump_framed(response: Writer, exchange: Exchange, record: RequestRecord,
-                       decoder: Decoder, framing: StreamFraming, outcome: RelayOutcome) -> None:
+                       decoder: Decoder, framing: StreamFraming, outcome: RelayOutcome,
+                       usage_key: bytes = USAGE_KEY) -> None:
     """Whole units only, each write as soon as a read completes some; a break ends with fail()."""
     write = response.write
     with_usage = b""  # the last write that mentions usage: parsed once, at the end
@@ -165,7 +166,7 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
                     if record.ttfb_s is None:
                         record.ttfb_s = time.perf_counter() - record.started
                     record.bytes_out += len(data)
-                    if USAGE_KEY in data:
+                    if usage_key in data:
                         with_usage = data
                     await write(data)
         tail = framing.end(decoder.flush())
@@ -176,8 +177,8 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
         else:
             outcome.broken = exc
             tail = framing.fail(exc)
-    if with_usage:
-        record.usage = find_usage(with_usage)
+    if with_usage or usage_key in tail:
+        record.usage = find_usage(with_usage or tail)
     if tail:
         record.bytes_out += len(tail)
         await write(tail)

@@ -1,16 +1,21 @@
-"""Token counts a backend reports (`usage`), read cheaply out of bytes the relay already holds.
+"""Token counts a backend reports, read cheaply out of bytes the relay already holds: OpenAI's
+`usage` object, or Ollama's `prompt_eval_count` / `eval_count`.
 
-No full JSON parse: a non-stream body may be a 256 KiB embedding, and a stream's usage sits in its
-last chunk. We look at the bytes after the last `"usage"` key only.
+No full JSON parse: a non-stream body may be a 256 KiB embedding, and a stream's counts sit in its
+last chunk. We look at the bytes after the last such key only.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import orjson
 
 USAGE_KEY = b'"usage"'
+OLLAMA_USAGE_KEY = b'"eval_count"'  # in the last line of an Ollama stream, and in its bodies
+_OLLAMA_INPUT_KEY = b'"prompt_eval_count"'
+_INT_VALUE = re.compile(rb"\s*:\s*(\d+)")
 _USAGE_WINDOW_BYTES = 512  # a usage object, details included, is well under this
 
 
@@ -28,7 +33,22 @@ def find_usage(data: bytes) -> Usage | None:
         if value.startswith(b"{"):
             return _counts(value[: _object_end(value)])
         start = data.rfind(USAGE_KEY, 0, start)  # `"usage": null` on every chunk but the last
-    return None
+    return _ollama_counts(data)
+
+
+def _ollama_counts(data: bytes) -> Usage | None:
+    inputs, outputs = _last_int(data, _OLLAMA_INPUT_KEY), _last_int(data, OLLAMA_USAGE_KEY)
+    if inputs is None and outputs is None:
+        return None
+    return Usage(inputs or 0, outputs or 0)
+
+
+def _last_int(data: bytes, key: bytes) -> int | None:
+    start = data.rfind(key)
+    if start < 0:
+        return None
+    match = _INT_VALUE.match(data, start + len(key))
+    return int(match[1]) if match else None
 
 
 def _object_end(value: bytes) -> int:

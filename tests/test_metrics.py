@@ -78,6 +78,23 @@ async def test_counters_move_as_requests_pass(start_sim: SimFactory,
                  status="200") == 1  # the first scrape
 
 
+async def test_ollama_token_counts_are_counted(start_sim: SimFactory,
+                                               start_gateway: GatewayFactory) -> None:
+    sim = await start_sim("m1", kind="ollama")
+    gw = await start_gateway(keyed(endpoint("a", sim, kind="ollama")))
+    c = gw.ollama(key=KEY)
+    plain = await c.chat(model="m1", messages=MSG, options={"num_predict": 3})
+    parts = [p async for p in await c.chat(model="m1", messages=MSG, stream=True,
+                                           options={"num_predict": 4})]
+    samples = await scrape(gw)
+    assert plain.eval_count == 3 and parts[-1].eval_count == 4
+    assert value(samples, "fleetlb_tokens_total", model="m1", endpoint="a", kind="output") == 7
+    assert value(samples, "fleetlb_tokens_total", model="m1", endpoint="a", kind="input") == (
+        (plain.prompt_eval_count or 0) + (parts[-1].prompt_eval_count or 0))
+    assert value(samples, "fleetlb_requests_total", model="m1", endpoint="a", api="ollama_chat",
+                 status="200") == 2
+
+
 async def test_unknown_models_are_not_labels(start_sim: SimFactory,
                                              start_gateway: GatewayFactory) -> None:
     gw = await start_gateway(keyed(endpoint("a", await start_sim("m1"))))

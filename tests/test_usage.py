@@ -27,6 +27,11 @@ CHAT_TAIL = (b'data: {"id":"c","choices":[{"delta":{},"finish_reason":"length"}]
     (b"", None),
     (b"\xff\xfe not json at all", None),
     (b'{"content":"the word \\"usage\\" in text"}', None),
+    # Ollama: the last line of /api/chat, a non-stream /api/embed body
+    (b'{"model":"m","done":true,"total_duration":5,"prompt_eval_count":26,"eval_count":290}\n',
+     Usage(26, 290)),
+    (b'{"model":"m","embeddings":[[0.1]],"prompt_eval_count": 8}', Usage(8, 0)),
+    (b'{"content":"\\"eval_count\\": 3"}', None),
 ])
 def test_find_usage(data: bytes, expected: Usage | None) -> None:
     assert find_usage(data) == expected
