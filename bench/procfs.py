@@ -66,13 +66,19 @@ class TreeSample:
     """One reading of a process tree."""
 
     pids: tuple[int, ...]
-    cpu_ticks: int
+    user_ticks: int
+    system_ticks: int
     rss_kib: int
     peak_rss_kib: int  # sum of each process's high-water mark (VmHWM)
 
     @property
     def cpu_s(self) -> float:
-        return self.cpu_ticks / CLOCK_TICKS_PER_S
+        return (self.user_ticks + self.system_ticks) / CLOCK_TICKS_PER_S
+
+    @property
+    def system_s(self) -> float:
+        """Time in the kernel: socket syscalls, epoll, wake-ups (the rest is the process's own)."""
+        return self.system_ticks / CLOCK_TICKS_PER_S
 
 
 def _read(path: Path) -> str | None:
@@ -100,4 +106,5 @@ def sample_tree(root: int) -> TreeSample:
         status = _read(PROC / str(pid) / "status") or ""
         rss += parse_status_kib(status, "VmRSS")
         peak += parse_status_kib(status, "VmHWM")
-    return TreeSample(tuple(pids), sum(by_pid[p].cpu_ticks for p in pids), rss, peak)
+    return TreeSample(tuple(pids), sum(by_pid[p].utime for p in pids),
+                      sum(by_pid[p].stime for p in pids), rss, peak)

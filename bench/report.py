@@ -47,19 +47,21 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
 
 def _request_block(rows: Sequence[Row]) -> list[str]:
     header = ["target", "ok", "err", "p50 ms", "p90 ms", "p99 ms", "req/s", "CPU µs/req",
-              "+p50 ms", "x p50"]
+              "sys %", "+p50 ms", "x p50"]
     return _table(header, [[r.target, str(r.ok), str(r.errors), fmt(r.p50_ms, 3),
                             fmt(r.p90_ms, 3), fmt(r.p99_ms, 3), fmt(r.per_s, 0),
-                            fmt(r.cpu_us_per_unit, 0), signed(r.added_p50_ms),
+                            fmt(r.cpu_us_per_unit, 0), fmt(r.system_share * 100, 0),
+                            signed(r.added_p50_ms),
                             fmt(r.p50_ratio)] for r in rows])
 
 
 def _stream_block(rows: Sequence[Row]) -> list[str]:
     header = ["target", "ok", "err", "TTFB p50 ms", "TTFB p90 ms", "total p50 ms",
-              "total p99 ms", "streams/s", "CPU ms/stream", "+TTFB ms", "+total ms"]
+              "total p99 ms", "streams/s", "CPU ms/stream", "sys %", "+TTFB ms", "+total ms"]
     return _table(header, [[r.target, str(r.ok), str(r.errors), fmt(r.ttfb_p50_ms, 3),
                             fmt(r.ttfb_p90_ms, 3), fmt(r.p50_ms, 2), fmt(r.p99_ms, 2),
                             fmt(r.per_s, 1), fmt(r.cpu_us_per_unit / 1000, 3),
+                            fmt(r.system_share * 100, 0),
                             signed(r.added_ttfb_p50_ms), signed(r.added_p50_ms, 2)]
                            for r in rows])
 

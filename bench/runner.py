@@ -20,7 +20,7 @@ from bench import wrk
 from bench.child import Child, StartFailed, free_port, http_status
 from bench.loadgen import LoadGen
 from bench.procfs import TreeSample
-from bench.stats import latency_summary, per_unit, rate
+from bench.stats import latency_summary, per_unit, rate, ratio
 from bench.targets import REPO, STARTERS, Context, NotInstalled, Target
 from bench.workloads import Plan, Workload
 
@@ -48,6 +48,7 @@ class Cell:
     per_s: float  # requests or streams per second
     cpu_s: float | None = None
     cpu_us_per_unit: float | None = None
+    system_share: float | None = None  # of that CPU, the part spent in the kernel
     rss_kib: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -261,6 +262,7 @@ def _cost(cell: Cell, before: TreeSample | None, after: TreeSample | None) -> No
         return
     cell.cpu_s = after.cpu_s - before.cpu_s
     cell.cpu_us_per_unit = per_unit(cell.cpu_s * 1e6, cell.ok)
+    cell.system_share = ratio(after.system_s - before.system_s, cell.cpu_s)
     cell.rss_kib = after.rss_kib
 
 

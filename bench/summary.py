@@ -29,6 +29,7 @@ class Row:
     ttfb_p90_ms: float
     per_s: float
     cpu_us_per_unit: float
+    system_share: float  # of the CPU, the kernel's part
     added_p50_ms: float = NAN  # vs direct, median of the per-round differences
     p50_ratio: float = NAN
     added_ttfb_p50_ms: float = NAN
@@ -68,6 +69,7 @@ def summarize_cells(cells: Iterable[Cell]) -> list[Row]:
             median([_ttfb(c, "p90_ms") for c in mine]),
             median([c.per_s for c in mine]),
             median([_num(c.cpu_us_per_unit) for c in mine]),
+            median([_num(c.system_share) for c in mine]),
             added_p50_ms=_paired(mine, direct, lambda a, b: a.latency["p50_ms"] -
                                  b.latency["p50_ms"]) if compare else NAN,
             p50_ratio=_paired(mine, direct, lambda a, b: ratio(a.latency["p50_ms"],

@@ -208,7 +208,7 @@ def test_summary_pairs_each_target_with_direct_round_by_round() -> None:
 def _row(workload: str, target: str, cpu: float = NAN, added_p50: float = NAN,
          errors: int = 0, extra: dict[str, float] | None = None) -> Row:
     return Row(workload, target, 1, 10, errors, "loadgen", 1.0, 2.0, 3.0, NAN, NAN, 10.0, cpu,
-               added_p50_ms=added_p50, extra=extra or {})
+               0.25, added_p50_ms=added_p50, extra=extra or {})
 
 
 def test_bar_verdicts() -> None:
@@ -251,7 +251,7 @@ def test_report_shows_every_target_and_what_was_skipped() -> None:
     assert "skipped nginx: nginx is not installed" in text
     assert "note fleetlb: no metrics" in text
     lines = [line.split() for line in text.splitlines()]
-    assert ["fleetlb", "10", "0", "1.000", "2.000", "3.000", "10", "120", "+0.200", "—"] \
+    assert ["fleetlb", "10", "0", "1.000", "2.000", "3.000", "10", "120", "25", "+0.200", "—"] \
         in lines
 
 
