@@ -35,6 +35,16 @@ def _peers(value: str) -> list[str]:
     return peers
 
 
+def _tree(value: str) -> tuple[str, Path]:
+    label, sep, path = value.partition("=")
+    reserved = ("direct", "fleetlb", "relay", *PEERS)
+    if not sep or not label or label in reserved or not (Path(path) / "lb").is_dir():
+        raise argparse.ArgumentTypeError(
+            f"expected LABEL=DIR with DIR/lb a fleetlb source tree and LABEL not one of "
+            f"{', '.join(reserved)}, got {value!r}")
+    return label, Path(path).resolve()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--peers", type=_peers, default=[],
                         help="also bench these when installed: nginx,litellm "
                              "(install them with bench/setup --peers nginx,litellm)")
+    parser.add_argument("--fleetlb-tree", type=_tree, action="append", default=[],
+                        metavar="LABEL=DIR",
+                        help="also bench the fleetlb in source tree DIR as LABEL, interleaved "
+                             "with this one (A/B a change); repeatable")
+    parser.add_argument("--workloads", type=lambda v: [w.strip() for w in v.split(",")],
+                        help="only these workloads (keys as in the JSON: chat_c1, chat_c32, "
+                             "stream_c1, stream_c16, responses_c16, hold)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 3, quick: 2)")
     parser.add_argument("--chunk-gap-ms", type=float,
                         help=f"gap between two stream chunks (default: {FULL.chunk_gap_ms:g})")
@@ -66,7 +83,8 @@ def broken(run: Run, rows: Sequence[Row]) -> list[str]:
 
 
 def execute(plan: Plan, peers: list[str], argv: Sequence[str], *, json_path: Path | None = None,
-            plot_path: Path | None = None, keep: Path | None = None) -> int:
+            plot_path: Path | None = None, keep: Path | None = None,
+            trees: dict[str, Path] | None = None) -> int:
     def say(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
@@ -74,9 +92,9 @@ def execute(plan: Plan, peers: list[str], argv: Sequence[str], *, json_path: Pat
             "command": shlex.join(["python", "-m", "bench", *argv]),
             "machine": report.machine(), "load_before": report.load_average(),
             "chunks": plan.chunks, "chunk_gap_ms": plan.chunk_gap_ms,
-            "held_streams": plan.hold.count}
+            "held_streams": plan.hold.count if plan.hold else 0}
     try:
-        run = run_bench(plan, peers, say, keep=keep)
+        run = run_bench(plan, peers, say, keep=keep, trees=trees)
     except StartFailed as exc:
         say(f"broken: {exc}")
         return 1
@@ -85,7 +103,8 @@ def execute(plan: Plan, peers: list[str], argv: Sequence[str], *, json_path: Pat
     meta |= {"load_after": report.load_average(), "wall_s": round(run.wall_s, 1),
              "targets": run.targets, "skipped": run.skipped, "unavailable": run.unavailable,
              "notes": run.notes, "peak_rss_kib": run.peak_rss_kib}
-    print(report.format_report(rows, [*plan.workloads, plan.hold], checks, meta))
+    shown = [*plan.workloads, *([plan.hold] if plan.hold else [])]
+    print(report.format_report(rows, shown, checks, meta))
     if json_path is not None:
         data = report.as_json(rows, checks, meta, run.as_dict()["cells"])
         json_path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
@@ -110,11 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     if args.rounds:
         plan = plan.scaled(1.0, rounds=args.rounds)
+    if args.workloads:
+        try:
+            plan = plan.only(args.workloads)
+        except ValueError as exc:
+            _parser().error(str(exc))
     if args.chunk_gap_ms is not None:
         plan = dataclasses.replace(plan, chunk_gap_ms=args.chunk_gap_ms)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     return execute(plan, args.peers, argv, json_path=args.json, plot_path=args.plot,
-                   keep=args.keep)
+                   keep=args.keep, trees=dict(args.fleetlb_tree))
 
 
 if __name__ == "__main__":

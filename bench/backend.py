@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 
@@ -103,8 +104,8 @@ class BackendProtocol(asyncio.Protocol):
         self._busy = False  # a stream is being written; the next request waits for it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

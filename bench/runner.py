@@ -7,11 +7,12 @@ workload, divided by the requests or streams it served.
 
 from __future__ import annotations
 
+import functools
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from bench.child import Child, StartFailed, free_port, http_status
 from bench.loadgen import LoadGen
 from bench.procfs import TreeSample
 from bench.stats import latency_summary, per_unit, rate, ratio
-from bench.targets import REPO, STARTERS, Context, NotInstalled, Target
-from bench.workloads import Plan, Workload
+from bench.targets import REPO, STARTERS, Context, NotInstalled, Starter, Target, start_fleetlb
+from bench.workloads import WARMUP, Plan, Workload
 
 REQUIRED = ("direct", "fleetlb")  # the bench is broken without these; peers are optional
 NOT_AVAILABLE = (404, 405, 501)  # an optional route answering this is not there (yet)
@@ -80,11 +81,18 @@ def raise_open_files_limit() -> None:
 
 
 class Bench:
-    def __init__(self, plan: Plan, peers: list[str], workdir: Path, say: Say) -> None:
+    def __init__(self, plan: Plan, peers: list[str], workdir: Path, say: Say,
+                 trees: Mapping[str, Path] | None = None) -> None:
+        """`trees`: more fleetlb builds to bench beside this one, by label (their source dirs)."""
         self.plan = plan
         self.peers = peers
         self.workdir = workdir
         self.say = say
+        self.starters: dict[str, Starter] = {
+            "direct": STARTERS["direct"], "fleetlb": STARTERS["fleetlb"],
+            **{label: functools.partial(start_fleetlb, name=label, tree=tree)
+               for label, tree in (trees or {}).items()},
+            "relay": STARTERS["relay"], **{p: STARTERS[p] for p in peers}}
         self.targets: list[Target] = []
         self._children: list[Child] = []
         self._loadgen: LoadGen | None = None
@@ -139,10 +147,10 @@ class Bench:
         return url
 
     def _start_targets(self, ctx: Context, run: Run) -> None:
-        for name in ("direct", "fleetlb", "relay", *self.peers):
+        for name, start in self.starters.items():
             self.say(f"starting {name}")
             try:
-                target = STARTERS[name](ctx)
+                target = start(ctx)
             except NotInstalled as exc:
                 run.skipped[name] = str(exc)
                 self.say(f"skipping {name}: {exc}")
@@ -159,9 +167,8 @@ class Bench:
                 run.notes[name] = target.notes
 
     def _warm_up(self) -> None:
-        for workload in self.plan.workloads[:1]:
-            for target in self.targets:
-                self._load(target, workload, count=WARMUP_REQUESTS, time_limit_s=5)
+        for target in self.targets:
+            self._load(target, WARMUP, count=WARMUP_REQUESTS, time_limit_s=5)
 
     def _rounds(self, run: Run) -> None:
         for workload in self.plan.workloads:
@@ -224,6 +231,8 @@ class Bench:
 
     def _hold(self, run: Run) -> None:
         workload = self.plan.hold
+        if workload is None:
+            return
         for target in self.targets:
             if target.name == "direct":
                 continue  # nothing in between: no memory to measure
@@ -266,10 +275,11 @@ def _cost(cell: Cell, before: TreeSample | None, after: TreeSample | None) -> No
     cell.rss_kib = after.rss_kib
 
 
-def run_bench(plan: Plan, peers: list[str], say: Say, *, keep: Path | None = None) -> Run:
+def run_bench(plan: Plan, peers: list[str], say: Say, *, keep: Path | None = None,
+              trees: Mapping[str, Path] | None = None) -> Run:
     """A whole run in a fresh temp dir (kept at `keep` when given, for its logs)."""
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        return Bench(plan, peers, keep, say).run()
+        return Bench(plan, peers, keep, say, trees).run()
     with tempfile.TemporaryDirectory(prefix="fleetlb-bench-") as tmp:
-        return Bench(plan, peers, Path(tmp), say).run()
+        return Bench(plan, peers, Path(tmp), say, trees).run()

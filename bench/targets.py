@@ -85,14 +85,16 @@ models = ["{FAST_MODEL}", "{SLOW_MODEL}"]
 """
 
 
-def start_fleetlb(ctx: Context) -> Target:
+def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Target:
+    """fleetlb from the source tree `tree` (`python -m lb` there imports that tree's lb), so two
+    builds can be compared in one interleaved run."""
     port = free_port()
-    config = ctx.workdir / "fleetlb.toml"
+    config = ctx.workdir / f"{name}.toml"
     config.write_text(fleetlb_config(port, ctx.backend_url))
     # JSON access lines are rendered for every request and written to a file, as in production
-    child = Child("fleetlb", [sys.executable, "-m", "lb", "serve", "--config", str(config),
-                              "--log-format", "json"], ctx.workdir / "fleetlb.log", cwd=REPO)
-    target = Target("fleetlb", _url(port), child, _bearer(CLIENT_KEY))
+    child = Child(name, [sys.executable, "-m", "lb", "serve", "--config", str(config),
+                         "--log-format", "json"], ctx.workdir / f"{name}.log", cwd=tree)
+    target = Target(name, _url(port), child, _bearer(CLIENT_KEY))
     _started(target, lambda: child.wait_http(target.base_url + "/readyz", START_TIMEOUT_S))
     metrics = http_status(target.base_url + "/metrics", _bearer(ADMIN_KEY))
     target.notes.append("metrics on (/metrics answers)" if metrics == 200 else

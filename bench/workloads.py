@@ -59,7 +59,7 @@ class Plan:
     chunks: int  # events per stream (plus the final [DONE])
     chunk_gap_ms: float  # between two events of one stream
     workloads: tuple[Workload, ...]
-    hold: Workload
+    hold: Workload | None  # None: no held streams this run
     slow_chunks: int  # the held streams: this many events...
     slow_gap_ms: float  # ...this far apart
 
@@ -69,9 +69,23 @@ class Plan:
             return replace(w, count=max(1, int(w.count * factor)),
                            time_limit_s=max(0.2, w.time_limit_s * factor))
 
+        hold = self.hold and replace(self.hold, count=max(2, int(self.hold.count * factor)))
         return replace(self, rounds=rounds or self.rounds,
-                       workloads=tuple(scale(w) for w in self.workloads),
-                       hold=replace(self.hold, count=max(2, int(self.hold.count * factor))))
+                       workloads=tuple(scale(w) for w in self.workloads), hold=hold)
+
+    def only(self, keys: list[str]) -> Plan:
+        """The same plan with only the workloads named (`hold` for the held streams)."""
+        known = {w.key for w in self.workloads} | {"hold"}
+        unknown = set(keys) - known
+        if unknown:
+            raise ValueError(f"unknown workload {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(known))})")
+        return replace(self, workloads=tuple(w for w in self.workloads if w.key in keys),
+                       hold=self.hold if "hold" in keys else None)
+
+
+# before anything is measured, every target serves a few of these (connections, caches)
+WARMUP = Workload("warmup", "warm-up", CHAT, False, 1, 20, 5.0, "request")
 
 
 def _plan(name: str, rounds: int, seconds: float, scale: float, hold_streams: int,
@@ -97,7 +111,7 @@ def _plan(name: str, rounds: int, seconds: float, scale: float, hold_streams: in
     return Plan(name, rounds, chunks, CHUNK_GAP_MS, workloads, hold, slow_chunks, slow_gap_ms)
 
 
-FULL = _plan("full", rounds=3, seconds=2.0, scale=1.0, hold_streams=1000,
+FULL = _plan("full", rounds=5, seconds=1.2, scale=1.0, hold_streams=1000,
              slow_chunks=40, slow_gap_ms=200.0)
 QUICK = _plan("quick", rounds=2, seconds=0.6, scale=0.1, hold_streams=100,
               slow_chunks=10, slow_gap_ms=100.0)

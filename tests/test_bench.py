@@ -200,33 +200,48 @@ def test_summary_pairs_each_target_with_direct_round_by_round() -> None:
     assert fleetlb.added_p50_ms == pytest.approx(0.2)  # median of 0.5, 0.1, 0.2
     assert fleetlb.p50_ratio == pytest.approx(1.2)  # median of 1.5, 1.05, 1.2
     assert fleetlb.cpu_us_per_unit == 150.0
+    assert math.isnan(fleetlb.cpu_vs_relay)  # no relay in these cells
+    relay = [_cell("chat_c1", "relay", r, 1.0 + r / 10, 100.0) for r in (1, 2, 3)]
+    with_relay = find(summarize_cells(cells + relay), "chat_c1", "fleetlb")
+    assert with_relay is not None
+    assert with_relay.cpu_vs_relay == pytest.approx(1.5)  # median of 2.0, 1.0, 1.5
+    # added p50 over the relay's, per round: 0.5/0.1, 0.1/0.3, 0.2/0.3
+    assert with_relay.added_p50_vs_relay == pytest.approx(2 / 3)
     direct = find(rows, "chat_c1", "direct")
     assert direct is not None
     assert math.isnan(direct.added_p50_ms)
 
 
 def _row(workload: str, target: str, cpu: float = NAN, added_p50: float = NAN,
-         errors: int = 0, extra: dict[str, float] | None = None) -> Row:
+         errors: int = 0, extra: dict[str, float] | None = None, vs_relay: float = NAN) -> Row:
     return Row(workload, target, 1, 10, errors, "loadgen", 1.0, 2.0, 3.0, NAN, NAN, 10.0, cpu,
-               0.25, added_p50_ms=added_p50, extra=extra or {})
+               0.25, added_p50_ms=added_p50, cpu_vs_relay=vs_relay,
+               added_p50_vs_relay=vs_relay, extra=extra or {})
 
 
 def test_bar_verdicts() -> None:
-    rows = [_row("chat_c1", "fleetlb", cpu=120.0, added_p50=0.6),
-            _row("chat_c1", "relay", cpu=100.0, added_p50=0.1),
-            _row("stream_c16", "fleetlb", cpu=2000.0),
-            _row("stream_c16", "relay", cpu=1500.0),
+    rows = [_row("chat_c1", "fleetlb", cpu=120.0, vs_relay=1.5),
+            _row("chat_c32", "fleetlb", cpu=300.0, vs_relay=1.2),
+            _row("stream_c16", "fleetlb", cpu=2000.0, vs_relay=1.5),
             _row("hold", "fleetlb", errors=0, extra={"rss_per_stream_kib": 30.0})]
     verdicts = {c.name: c.verdict for c in bar.checks(rows)}
     assert verdicts == {
-        "CPU per non-streaming request (c=1)": "met",
-        "CPU per 100-chunk stream (c=16)": "met (relay-scaled)",  # 2.0 <= 0.7 * 1.5 / 0.5
+        "CPU per non-streaming request (c=1)": "met",  # under the limit, whatever the relay
+        "CPU per non-streaming request (c=32)": "met vs relay",  # 1.2 <= 140 / 105
+        "CPU per 100-chunk stream (c=16)": "missed",  # 1.5 > 0.7 / 0.5
         "translate-mode stream CPU / native": "not measured",
-        "added p50, non-streaming c=1": "missed",  # 0.6 > 0.3 * 0.1 / 0.2
+        "added p50, non-streaming c=1": "not measured",
         "added time to first byte, stream c=1": "not measured",
         "errors among the held streams": "met",
         "RSS per open stream": "met",
     }
+
+
+def test_bar_allows_relay_multiples_from_the_reference_figures() -> None:
+    check = bar.Check("x", "µs", 140.0, 200.0, vs_relay=1.4, relay_reference=105.0)
+    assert check.allowed_vs_relay == pytest.approx(4 / 3)
+    assert check.verdict == "missed"
+    assert math.isnan(bar.Check("y", "", 0.0, 1.0).allowed_vs_relay)
 
 
 @pytest.mark.parametrize(("value", "text"), [(NAN, "—"), (None, "—"), (1234.4, "1,234"),
@@ -243,8 +258,8 @@ def _meta() -> dict[str, object]:
 
 
 def test_report_shows_every_target_and_what_was_skipped() -> None:
-    rows = [_row("chat_c1", "direct", cpu=NAN), _row("chat_c1", "fleetlb", cpu=120.0,
-                                                     added_p50=0.2)]
+    rows = [_row("chat_c1", "direct", cpu=NAN),
+            _row("chat_c1", "fleetlb", cpu=120.0, added_p50=0.2)]
     text = report.format_report(rows, QUICK.workloads, bar.checks(rows), _meta())
     assert "chat, non-streaming, c=1" in text
     assert "fleetlb: not available: HTTP 404" in text
@@ -272,11 +287,22 @@ def test_peers_argument() -> None:
 def test_plans_are_bounded() -> None:
     for plan in (FULL, QUICK):
         assert all(w.count > 0 and 0 < w.time_limit_s <= 5 for w in plan.workloads)
+        assert plan.hold is not None
         assert plan.hold.time_limit_s < 60
+    assert FULL.hold is not None
     assert FULL.hold.count == 1000
     tiny = QUICK.scaled(0.1, rounds=1)
     assert tiny.rounds == 1
     assert all(w.count >= 1 for w in tiny.workloads)
+
+
+def test_plan_can_run_only_some_workloads() -> None:
+    plan = FULL.only(["chat_c1", "stream_c16"])
+    assert [w.key for w in plan.workloads] == ["chat_c1", "stream_c16"]
+    assert plan.hold is None
+    assert FULL.only(["hold"]).hold == FULL.hold
+    with pytest.raises(ValueError, match="unknown workload nope"):
+        FULL.only(["chat_c1", "nope"])
 
 
 def _alive(pid: int) -> bool:
