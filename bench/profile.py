@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.child import Child, free_port
 from bench.loadgen import LoadGen
 from bench.runner import raise_open_files_limit
-from bench.targets import REPO, Context, start_fleetlb
+from bench.targets import REPO, STARTERS, Context
 from bench.workloads import FULL, Workload
 
 SAMPLE_RATE_HZ = 250
@@ -109,6 +109,12 @@ def groups(collapsed: Iterable[str]) -> list[tuple[str, float]]:
     return [(name, 100 * c / total) for name, c in counts.most_common()] if total else []
 
 
+def samples_per_unit(stacks: Path, units: int) -> float:
+    """Samples per request (or stream): with the rate, how long one costs in sampled time."""
+    _, _, total = fold(stacks.read_text().splitlines())
+    return total / units if units else float("nan")
+
+
 def top(collapsed: Iterable[str], n: int = 30) -> list[Share]:
     self_samples, total_samples, total = fold(collapsed)
     if total == 0:
@@ -117,7 +123,8 @@ def top(collapsed: Iterable[str], n: int = 30) -> list[Share]:
             for f, c in self_samples.most_common(n)]
 
 
-def _profile(workload: Workload, seconds: float, out: Path, workdir: Path) -> None:
+def _profile(workload: Workload, seconds: float, out: Path, workdir: Path,
+             target_name: str) -> None:
     raise_open_files_limit()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -129,12 +136,12 @@ def _profile(workload: Workload, seconds: float, out: Path, workdir: Path) -> No
     target = loadgen = None
     try:
         backend.wait_http(f"http://127.0.0.1:{port}/v1/models", 15)
-        target = start_fleetlb(Context(f"http://127.0.0.1:{port}", workdir))
+        target = STARTERS[target_name](Context(f"http://127.0.0.1:{port}", workdir))
         assert target.child is not None
         loadgen = LoadGen(workdir)
         job = {"url": target.base_url + workload.path, "headers": target.headers,
                "body": workload.body(), "stream": workload.stream, "count": 10**7,
-               "concurrency": workload.concurrency, "time_limit_s": seconds + 3,
+               "concurrency": workload.concurrency, "time_limit_s": seconds,
                "expect_events": None}
         spy_proc = subprocess.Popen([spy, "record", "--pid", str(target.child.pid), "--rate",
                                      str(SAMPLE_RATE_HZ), "--duration", str(int(seconds)),
@@ -143,8 +150,10 @@ def _profile(workload: Workload, seconds: float, out: Path, workdir: Path) -> No
         time.sleep(0.5)
         result = loadgen.run("requests", job)
         spy_proc.wait(timeout=seconds + 30)
-        print(f"{workload.key}: {result['ok']} ok, {result['errors']} errors in "
-              f"{result['wall_s']:.1f} s; stacks in {out}")
+        print(f"{target_name}, {workload.key} at c={workload.concurrency}: {result['ok']} ok, "
+              f"{result['errors']} errors in {result['wall_s']:.1f} s; "
+              f"{samples_per_unit(out, result['ok']):.2f} samples per "
+              f"{workload.unit} at {SAMPLE_RATE_HZ} Hz; stacks in {out}")
     finally:
         if loadgen is not None:
             loadgen.stop()
@@ -156,6 +165,7 @@ def _profile(workload: Workload, seconds: float, out: Path, workdir: Path) -> No
 def main() -> None:
     keys = [w.key for w in FULL.workloads if w.tool == "loadgen"]
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
+    parser.add_argument("--target", choices=("fleetlb", "relay"), default="fleetlb")
     parser.add_argument("--workload", choices=keys, default="chat_c1")
     parser.add_argument("--concurrency", type=int, help="override the workload's")
     parser.add_argument("--seconds", type=float, default=15.0)
@@ -167,7 +177,7 @@ def main() -> None:
         workload = replace(workload, concurrency=args.concurrency)
     with tempfile.TemporaryDirectory(prefix="fleetlb-profile-") as tmp:
         out = args.out or Path(tmp) / "stacks.txt"
-        _profile(workload, args.seconds, out, Path(tmp))
+        _profile(workload, args.seconds, out, Path(tmp), args.target)
         lines = out.read_text().splitlines()
         shares = top(lines, args.top)
     print(f"{'share %':>7}  where")
