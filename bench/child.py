@@ -112,7 +112,7 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    # used by the driver to talk to the load generator over pipes
+    # the load generator's handle talks to it over these pipes
     @property
     def popen(self) -> subprocess.Popen[bytes]:
         return self._popen
