@@ -1,0 +1,210 @@
+"""The things the bench sends load through: the backend itself (direct), fleetlb, and the peers
+(the bare aiohttp relay that ships here, nginx and LiteLLM when installed). Each is started on a
+free loopback port, with its config written to the run's own temp dir, and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.backend import FAST_MODEL, SLOW_MODEL
+from bench.child import Child, free_port, http_status
+from bench.procfs import TreeSample
+
+CLIENT_KEY = "sk-bench-client"  # the gateways run with auth on, as the bar asks
+ADMIN_KEY = "sk-bench-admin"
+LITELLM_VENV = Path(os.environ.get("FLEETLB_BENCH_LITELLM_VENV",
+                                   Path.home() / ".cache/fleetlb-bench/litellm"))
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 30.0
+LITELLM_START_TIMEOUT_S = 120.0  # imports half of PyPI before it listens
+PEERS = ("nginx", "litellm")
+
+
+class NotInstalled(Exception):
+    """An optional peer is missing; the message says how to install it."""
+
+
+@dataclass(slots=True)
+class Target:
+    name: str
+    base_url: str
+    child: Child | None  # None: direct, nothing between client and backend
+    headers: dict[str, str] = field(default_factory=dict)
+    passthrough: bool = True  # relays stream bytes unchanged (so the event count is known)
+    notes: list[str] = field(default_factory=list)
+
+    def sample(self) -> TreeSample | None:
+        return self.child.sample() if self.child is not None else None
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    backend_url: str
+    workdir: Path
+
+
+Starter = Callable[[Context], Target]
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+
+def start_direct(ctx: Context) -> Target:
+    return Target("direct", ctx.backend_url, None, {"Content-Type": "application/json"})
+
+
+def fleetlb_config(port: int, backend_url: str) -> str:
+    return f"""\
+[server]
+host = "127.0.0.1"
+port = {port}
+api_keys = ["{CLIENT_KEY}"]
+admin_key = "{ADMIN_KEY}"
+
+[[endpoints]]
+name = "bench-backend"
+url = "{backend_url}"
+kind = "openai"
+responses = "translate"
+models = ["{FAST_MODEL}", "{SLOW_MODEL}"]
+"""
+
+
+def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Target:
+    """fleetlb from the source tree `tree` (`python -m lb` there imports that tree's lb), so two
+    builds can be compared in one interleaved run."""
+    port = free_port()
+    config = ctx.workdir / f"{name}.toml"
+    config.write_text(fleetlb_config(port, ctx.backend_url))
+    # JSON access lines are rendered for every request and written to a file, as in production
+    child = Child(name, [sys.executable, "-m", "lb", "serve", "--config", str(config),
+                         "--log-format", "json"], ctx.workdir / f"{name}.log", cwd=tree)
+    target = Target(name, _url(port), child, _bearer(CLIENT_KEY))
+    _started(target, lambda: child.wait_http(target.base_url + "/readyz", START_TIMEOUT_S))
+    metrics = http_status(target.base_url + "/metrics", _bearer(ADMIN_KEY))
+    target.notes.append("metrics on (/metrics answers)" if metrics == 200 else
+                        f"no /metrics in this build (HTTP {metrics}): benched without metrics")
+    return target
+
+
+def start_relay(ctx: Context) -> Target:
+    port = free_port()
+    child = Child("relay", [sys.executable, "-m", "bench.relay", "--port", str(port),
+                            "--upstream", ctx.backend_url], ctx.workdir / "relay.log", cwd=REPO,
+                  env={"PYTHONPATH": str(REPO)})
+    target = Target("relay", _url(port), child, {"Content-Type": "application/json"})
+    _started(target, lambda: child.wait_http(target.base_url + "/", START_TIMEOUT_S,
+                                             ready=(404, 405)))
+    return target
+
+
+def nginx_config(port: int, backend_url: str, prefix: Path) -> str:
+    backend = backend_url.removeprefix("http://")
+    temp = "\n".join(f"    {kind}_temp_path {prefix / kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""\
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 16384;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+{temp}
+    upstream backend {{ server {backend}; keepalive 256; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(ctx: Context) -> Target:
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                       else None)
+    if binary is None:
+        raise NotInstalled("nginx is not installed (bench/setup --peers nginx)")
+    prefix = ctx.workdir / "nginx"
+    prefix.mkdir()
+    prefix.chmod(0o777)  # the worker may run as nobody and needs its temp dirs
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config(port, ctx.backend_url, prefix))
+    child = Child("nginx", [binary, "-p", str(prefix), "-c", str(conf), "-e",
+                            str(prefix / "error.log")], ctx.workdir / "nginx.log")
+    target = Target("nginx", _url(port), child, {"Content-Type": "application/json"})
+    _started(target, lambda: child.wait_http(target.base_url + "/v1/models", START_TIMEOUT_S))
+    return target
+
+
+def litellm_config(backend_url: str) -> str:
+    models = "".join(f"""\
+  - model_name: {name}
+    litellm_params:
+      model: openai/{name}
+      api_base: {backend_url}/v1
+      api_key: sk-backend
+""" for name in (FAST_MODEL, SLOW_MODEL))
+    return f"""\
+model_list:
+{models}general_settings:
+  master_key: {CLIENT_KEY}
+litellm_settings:
+  telemetry: false
+"""
+
+
+def start_litellm(ctx: Context) -> Target:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        raise NotInstalled(f"LiteLLM is not installed in {LITELLM_VENV} "
+                           "(bench/setup --peers litellm)")
+    port = free_port()
+    config = ctx.workdir / "litellm.yaml"
+    config.write_text(litellm_config(ctx.backend_url))
+    child = Child("litellm", [str(binary), "--config", str(config), "--host", "127.0.0.1",
+                              "--port", str(port), "--num_workers", "1"],
+                  ctx.workdir / "litellm.log",
+                  env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False",
+                       "LITELLM_LOG": "ERROR", "NO_DOCS": "True"})
+    target = Target("litellm", _url(port), child, _bearer(CLIENT_KEY), passthrough=False)
+    _started(target, lambda: child.wait_http(target.base_url + "/health/liveliness",
+                                             LITELLM_START_TIMEOUT_S))
+    return target
+
+
+def _started(target: Target, wait: Callable[[], None]) -> None:
+    """Wait for the target; stop it (by PID) if it never comes up."""
+    try:
+        wait()
+    except BaseException:
+        target.stop()
+        raise
+
+
+STARTERS: dict[str, Starter] = {
+    "direct": start_direct, "fleetlb": start_fleetlb, "relay": start_relay,
+    "nginx": start_nginx, "litellm": start_litellm,
+}
