@@ -59,6 +59,7 @@ def ensure_llama_server() -> Path:
         try:
             built = _build(work)
             staged = target.with_name(target.name + ".tmp")
+            staged.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built, staged)
             return publish(staged, target)
         finally:

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from .cache import cache_root
 from .llama import ensure_llama_server, start_llama_servers
+from .process import ServerProcess
 from .tinymodel import ensure_model
 from .vllm import ensure_vllm, start_vllm_servers
 
@@ -23,11 +24,17 @@ T = TypeVar("T")
 
 
 def timed(label: str, make: Callable[[], T]) -> T:
-    started = time.monotonic()
+    """Run `make`, printing how long it took (a cached step shows as well under a second)."""
     print(f"[real-setup] {label} ...", flush=True)
+    started = time.monotonic()
     result = make()
-    print(f"[real-setup] {label}: {time.monotonic() - started:.1f} s -> {result}", flush=True)
+    print(f"[real-setup] {label}: {time.monotonic() - started:.1f} s", flush=True)
     return result
+
+
+def start_once(label: str, start: Callable[[], list[ServerProcess]]) -> None:
+    for server in timed(label, start):
+        server.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,19 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"[real-setup] cache: {cache_root()}", flush=True)
     model = timed("tiny model", ensure_model)
-    llama = timed("llama-server", ensure_llama_server)
-    vllm = None if args.no_vllm else timed("vLLM venv", ensure_vllm)
+    llama = timed("llama-server build", ensure_llama_server)
+    vllm = None if args.no_vllm else timed("vLLM install", ensure_vllm)
+    print(f"[real-setup] model: {model.gguf} and {model.hf_dir}", flush=True)
+    print(f"[real-setup] llama-server: {llama}; vLLM python: {vllm}", flush=True)
     if args.start:
-        with tempfile.TemporaryDirectory(prefix="real-setup-") as logs:
-            for server in timed(
-                "llama-server start", lambda: start_llama_servers(llama, model.gguf, 1, Path(logs))
-            ):
-                server.stop()
+        with tempfile.TemporaryDirectory(prefix="real-setup-") as folder:
+            logs = Path(folder)
+            start_once(
+                "llama-server start", lambda: start_llama_servers(llama, model.gguf, 1, logs)
+            )
             if vllm is not None:
-                for server in timed(
-                    "vLLM start", lambda: start_vllm_servers(vllm, model.hf_dir, 1, Path(logs))
-                ):
-                    server.stop()
+                start_once("vLLM start", lambda: start_vllm_servers(vllm, model.hf_dir, 1, logs))
     return 0
 
 

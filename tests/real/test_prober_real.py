@@ -64,8 +64,7 @@ async def chat_only_url(llama_fleet: list[ServerProcess]) -> AsyncIterator[str]:
 
 def fleet_of(**urls_by_kind: tuple[str, str]) -> Fleet:
     return Fleet.from_configs(
-        EndpointConfig(name=name, url=url, kind=kind)  # type: ignore[arg-type]
-        for name, (kind, url) in urls_by_kind.items()
+        EndpointConfig(name=name, url=url, kind=kind) for name, (kind, url) in urls_by_kind.items()
     )
 
 
