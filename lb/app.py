@@ -22,10 +22,20 @@ from lb.handlers import (
     openai_proxy,
     readyz,
 )
-from lb.keys import DRAIN, METRICS, PROBES, RESPONSES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
+from lb.keys import (
+    ACCESS_LOG,
+    DRAIN,
+    METRICS,
+    PROBES,
+    RESPONSES,
+    RUNTIME,
+    RUNTIME_FACTORY,
+    UPSTREAM,
+)
 from lb.lifecycle import drain_on_shutdown
 from lb.metrics import Metrics
 from lb.middleware import gateway_middleware
+from lb.observe import AccessLog, access_log_for
 from lb.ollama import handlers as ollama
 from lb.responses.handlers import add_routes as add_responses_routes
 from lb.responses.ids import IdMaker
@@ -44,10 +54,12 @@ log = structlog.get_logger("lb.app")
 
 def build_app(config: Config, *, rng: random.Random | None = None,
               clock: Callable[[], float] = time.monotonic,
-              active_probes: bool = True) -> web.Application:
+              active_probes: bool = True,
+              access_log: AccessLog | None = None) -> web.Application:
     """The gateway; `active_probes=False` leaves endpoint health to the caller (tests)."""
     app = web.Application(middlewares=[gateway_middleware],
                           client_max_size=NO_AIOHTTP_BODY_LIMIT)
+    app[ACCESS_LOG] = access_log or access_log_for("json")
     upstream = Upstream(config.timeouts)
     app[UPSTREAM] = upstream
     # the metrics read whichever generation is current when asked
@@ -58,12 +70,17 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app[RUNTIME] = RuntimeHolder(factory.build(config))
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_on_shutdown)
+    app.on_cleanup.append(_flush_access_log)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_responses_store(rng or random.SystemRandom()))
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
     _add_routes(app)
     return app
+
+
+async def _flush_access_log(app: web.Application) -> None:
+    app[ACCESS_LOG].flush()
 
 
 def _add_routes(app: web.Application) -> None:

@@ -27,6 +27,7 @@ from lb.errors import (
     UpstreamTimeout,
 )
 from lb.health import PassiveHealth
+from lb.observe import current_record
 from lb.routing import AttemptPlan, Verdict
 from lb.upstream import Upstream, UpstreamCall, first_chunk, read_body
 
@@ -115,7 +116,9 @@ class Forwarder:
                             reason="no endpoint of the pool is up; trying them anyway")
             if failures:
                 self._observer.retried(plan.pool.name)
-            structlog.contextvars.bind_contextvars(endpoint=choice.name, attempt=len(plan.tried))
+            record = current_record()
+            if record is not None:  # every line logged from here on names this attempt
+                record.endpoint, record.attempts = choice.name, len(plan.tried)
             call = call_for(choice)  # may raise BadRequest: nothing is leased yet
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))

@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import structlog
 from aiohttp import web
 
 from lb.errors import PayloadTooLarge
@@ -31,8 +30,10 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole request body, refusing more than `limit` bytes before reading them all."""
     length = request.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"Request body of {length} bytes exceeds the {limit} byte limit")
+    if length is not None:
+        if length > limit:
+            raise PayloadTooLarge(f"Request body of {length} bytes exceeds the {limit} byte limit")
+        return await request.read()  # the length is known and allowed: aiohttp's one read
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk
@@ -47,7 +48,6 @@ def openai_proxy(path: str) -> Handler:
         record = record_of(request)
         payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
         record.model, record.stream = payload.model, payload.stream
-        structlog.contextvars.bind_contextvars(model=payload.model, stream=payload.stream)
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)))
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),

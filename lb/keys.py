@@ -10,7 +10,7 @@ from lb.config import ProbesConfig
 from lb.drain import Drain
 from lb.endpoints import Endpoint
 from lb.metrics import Metrics
-from lb.observe import RequestRecord
+from lb.observe import AccessLog, RequestRecord
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
 from lb.upstream import Upstream
@@ -33,6 +33,7 @@ RESPONSES = web.AppKey("responses", ResponsesContext)
 PROBES = web.AppKey("probes", ProbeView)
 UPSTREAM = web.AppKey("upstream", Upstream)
 METRICS = web.AppKey("metrics", Metrics)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAIN = web.AppKey("drain", Drain)
 RECORD = web.RequestKey("record", RequestRecord)  # filled along the request path
 

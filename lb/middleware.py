@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,8 +23,8 @@ from lb.errors import (
     ShuttingDown,
     Unauthorized,
 )
-from lb.keys import DRAIN, METRICS, RECORD, RUNTIME
-from lb.observe import RequestRecord
+from lb.keys import ACCESS_LOG, DRAIN, METRICS, RECORD, RUNTIME
+from lb.observe import RequestRecord, begin_request, new_request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_ID_CHARS = 128  # a longer client id is replaced: it would bloat every log line
@@ -41,7 +40,7 @@ def request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-ID")
     if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isprintable():
         return given
-    return uuid.uuid4().hex
+    return new_request_id()
 
 
 def error_shape(path: str) -> ErrorShape:
@@ -87,8 +86,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request_id(request)
     record = RequestRecord(rid, request.method, request.path, time.perf_counter())
     request[RECORD] = record
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=rid)
+    begin_request(record)
     app = request.app
     drain = app[DRAIN]
     task = drain.begin()  # a shutdown waits for the handler to finish
@@ -122,7 +120,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def _account(app: web.Application, record: RequestRecord) -> None:
     """The access line and the request metrics: the one place a finished request is counted."""
-    log.info("access", **record.access_fields())
+    app[ACCESS_LOG].write(record)
     app[METRICS].observe(record)
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from lb.errors import ApiError, StreamBroken, UpstreamError
 from lb.forward import Exchange
@@ -98,8 +99,8 @@ class RelayOutcome:
 
 
 def response_headers(exchange: Exchange, record: RequestRecord,
-                     extra: dict[str, str] | None = None) -> dict[str, str]:
-    headers = dict(returnable_headers(exchange.response.headers))
+                     extra: dict[str, str] | None = None) -> CIMultiDict[str]:
+    headers = returnable_headers(exchange.response.headers)
     if extra:
         headers.update(extra)
     headers["X-Request-ID"] = record.request_id
@@ -111,7 +112,7 @@ def response_headers(exchange: Exchange, record: RequestRecord,
 async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
                 framing: StreamFraming = PASSTHROUGH, headers: dict[str, str] | None = None,
                 ) -> tuple[web.StreamResponse, RelayOutcome]:
-    headers = response_headers(exchange, record, headers)
+    out_headers = response_headers(exchange, record, headers)
     body = exchange.body
     if body is not None:
         record.ttfb_s = time.perf_counter() - record.started
@@ -119,8 +120,8 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
         if exchange.response.status < 300:
             record.usage = find_usage(body)
         return web.Response(status=exchange.response.status, body=body,
-                            headers=headers), RelayOutcome()
-    response = web.StreamResponse(status=exchange.response.status, headers=headers)
+                            headers=out_headers), RelayOutcome()
+    response = web.StreamResponse(status=exchange.response.status, headers=out_headers)
     outcome = RelayOutcome()
     try:
         await response.prepare(request)

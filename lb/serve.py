@@ -23,7 +23,7 @@ from lb.drain import CUT_GRACE_S
 from lb.errors import ConfigError
 from lb.keys import DRAIN
 from lb.lifecycle import ConfigLoader, Signals, serve_until_stopped
-from lb.observe import configure_logging
+from lb.observe import AccessLog, access_log_for, configure_logging
 
 log = structlog.get_logger("lb.serve")
 DEMO_MODELS = (("llama3.1:8b", "qwen2.5:7b"), ("llama3.1:8b",), ("qwen2.5:7b", "nomic-embed"))
@@ -38,7 +38,8 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    return _run(lambda: _serve(config, load, args.host, args.port))
+    access_log = access_log_for(args.log_format)
+    return _run(lambda: _serve(config, load, args.host, args.port, access_log))
 
 
 def _load(path: str, host: str | None, port: int | None) -> Config:
@@ -64,7 +65,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 async def _serve(config: Config | None, load: ConfigLoader | None, host: str | None,
-                 port: int | None) -> int:
+                 port: int | None, access_log: AccessLog) -> int:
     """Serve until SIGTERM/SIGINT; 0 after a drain, 1 when the address cannot be bound."""
     signals = Signals()  # first: a SIGHUP during start-up must not kill the process
     sims: list[web.AppRunner] = []
@@ -72,7 +73,7 @@ async def _serve(config: Config | None, load: ConfigLoader | None, host: str | N
         config, sims = await _start_demo_backends()
         config = _with_overrides(config, host, port)
     server = config.server
-    app = build_app(config)
+    app = build_app(config, access_log=access_log)
     signals.on_repeated_stop = app[DRAIN].hurry
     # our drain (app.on_shutdown) ends every stream; aiohttp's own timeout is the last resort
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None,

@@ -57,10 +57,11 @@ def forwardable_headers(client: Mapping[str, str]) -> dict[str, str]:
 
 
 def returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    connection = upstream.get("Connection", "")
-    named = {h.strip().lower() for h in connection.split(",")} if connection else set()
-    return CIMultiDict((k, v) for k, v in upstream.items()
-                       if (low := k.lower()) not in _NOT_RETURNED and low not in named)
+    connection = upstream.get("Connection")
+    if connection:
+        named = _NOT_RETURNED | {h.strip().lower() for h in connection.split(",")}
+        return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in named)
+    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _NOT_RETURNED)
 
 
 class Upstream:

@@ -19,7 +19,7 @@ from lb.app import build_app
 from lb.config import parse_config
 from lb.endpoints import Fleet
 from lb.keys import RUNTIME
-from lb.observe import configure_logging
+from lb.observe import JsonAccessLog, configure_logging
 from lb.sim import BEHAVIOR_KEY, SimBehavior, SimOptions, build_sim_app
 
 
@@ -87,13 +87,25 @@ async def start_sim() -> AsyncIterator[SimFactory]:
 
 
 @pytest.fixture
-async def start_gateway() -> AsyncIterator[GatewayFactory]:
+def log_buffer() -> io.BytesIO:
+    """Where a test's gateways write their access lines (and structlog, with `log_lines`)."""
+    return io.BytesIO()
+
+
+@pytest.fixture
+def access_log(log_buffer: io.BytesIO) -> JsonAccessLog:
+    return JsonAccessLog(log_buffer)
+
+
+@pytest.fixture
+async def start_gateway(access_log: JsonAccessLog) -> AsyncIterator[GatewayFactory]:
     gateways: list[Gateway] = []
 
     async def start(config: dict[str, Any], **kwargs: Any) -> Gateway:
         # health is set by each test unless it asks for the real prober
         kwargs.setdefault("active_probes", False)
         config = {"store": {"kind": "memory"}, **config}
+        kwargs.setdefault("access_log", access_log)
         app = build_app(parse_config(config, env=kwargs.pop("env", {})), **kwargs)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
@@ -128,11 +140,13 @@ def dead_url() -> str:
 
 
 @pytest.fixture
-def log_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    buffer = io.BytesIO()
+def log_lines(log_buffer: io.BytesIO, access_log: JsonAccessLog,
+              ) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    buffer = log_buffer
     configure_logging("json", stream=buffer, cache=False)
 
     def lines() -> list[dict[str, Any]]:
+        access_log.flush()
         return [orjson.loads(line) for line in buffer.getvalue().splitlines() if line]
 
     yield lines

@@ -3,7 +3,6 @@ same pools, failover, queueing and relay as `/v1`, and the fleet-wide /api/tags,
 
 from __future__ import annotations
 
-import structlog
 from aiohttp import web
 
 from lb import __version__
@@ -41,7 +40,6 @@ def ollama_proxy(path: str) -> Handler:
         payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
         record.model = payload.model
         record.stream = path in _STREAMED_BY_DEFAULT and payload.data.get("stream") is not False
-        structlog.contextvars.bind_contextvars(model=payload.model, stream=record.stream)
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
                                    OLLAMA)

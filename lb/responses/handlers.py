@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from lb.balancing import PickRequest, SmoothWeighted
@@ -37,7 +36,6 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     runtime, ctx, record = request.app[RUNTIME].current, request.app[RESPONSES], record_of(request)
     payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
     record.model, record.stream = payload.model, payload.stream
-    structlog.contextvars.bind_contextvars(model=payload.model, stream=payload.stream)
     plan = runtime.router.plan(payload.model,
                                payload.session_key(request.headers.get(SESSION_HEADER)))
     turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream, record.request_id,

@@ -126,7 +126,8 @@ class Connection:
     async def _run(self, body: dict[str, Any], record: RequestRecord) -> None:
         runtime, ctx = self._request.app[RUNTIME].current, self._request.app[RESPONSES]
         payload = parse_payload(orjson.dumps({**body, "stream": True}))
-        structlog.contextvars.bind_contextvars(model=payload.model, turn=self._turns)
+        record.model, record.stream = payload.model, True
+        structlog.contextvars.bind_contextvars(turn=self._turns)
         plan = runtime.router.plan(payload.model, payload.session_key(None))
         turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream,
                                 f"{record.request_id}-{self._turns}",

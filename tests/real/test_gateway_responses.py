@@ -99,17 +99,26 @@ def test_event_stream_conforms(
 def test_sdk_reads_responses(
     mode: str, llama_fleet: list[ServerProcess], fleetlb: StartGateway
 ) -> None:
+    """The SDK parses object and events (status semantics are checked above, on the wire).
+
+    Not `responses.stream(...).get_final_response()`: the SDK helper demands a
+    `response.completed` event and rejects a conforming stream that ends `response.incomplete`.
+    """
     url = gateway_url(mode, llama_fleet, fleetlb)
     with sdk(url) as client:
         response = client.responses.create(
             model=MODEL_ALIAS, input="Hi", max_output_tokens=MAX_OUTPUT_TOKENS
         )
-        with client.responses.stream(
-            model=MODEL_ALIAS, input="Hi", max_output_tokens=MAX_OUTPUT_TOKENS
-        ) as stream:
-            final = stream.get_final_response()
-    assert response.output_text and final.output_text
-    assert final.status == "incomplete"
+        events = list(
+            client.responses.create(
+                model=MODEL_ALIAS, input="Hi", max_output_tokens=MAX_OUTPUT_TOKENS, stream=True
+            )
+        )
+    assert response.output_text
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1]
+    assert final.type in ("response.completed", "response.incomplete")
+    assert deltas and deltas == final.response.output_text
 
 
 def test_translate_mode_chains_previous_response_id(
