@@ -10,7 +10,6 @@ picked out of the bytes we already hold.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -159,7 +158,8 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     write = response.write
     with_usage = b""  # the last write that mentions usage: parsed once, at the end
     try:
-        async for chunk in _chunks(exchange):
+        async for chunk in body_chunks(exchange.response, exchange.endpoint.name,
+                                       exchange.first):
             events = decoder.feed(chunk)
             if events:
                 data = framing.events(events)
@@ -187,18 +187,11 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
 
 async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
                       record: RequestRecord) -> None:
-    async for chunk in _chunks(exchange):
+    async for chunk in body_chunks(exchange.response, exchange.endpoint.name, exchange.first):
         if record.ttfb_s is None:
             record.ttfb_s = time.perf_counter() - record.started
         record.bytes_out += len(chunk)
         await response.write(chunk)
-
-
-async def _chunks(exchange: Exchange) -> AsyncIterator[bytes]:
-    if exchange.first:
-        yield exchange.first
-    async for chunk in body_chunks(exchange.response, exchange.endpoint.name):
-        yield chunk
 
 
 def _drop_connection(request: web.Request) -> None:

@@ -166,8 +166,12 @@ def _authorize(headers: dict[str, str], endpoint: Endpoint) -> None:
         headers["Authorization"] = "Bearer " + key.get_secret_value()
 
 
-async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str) -> AsyncIterator[bytes]:
-    """The upstream body as it arrives; failures become StreamBroken."""
+async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str,
+                      first: bytes = b"") -> AsyncIterator[bytes]:
+    """The upstream body as it arrives (after `first`, bytes already read); failures become
+    StreamBroken. One generator, no wrapper: it runs once per chunk of every stream."""
+    if first:
+        yield first
     content = resp.content
     try:
         while True:
