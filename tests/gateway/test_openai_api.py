@@ -419,3 +419,33 @@ async def test_prober_wired_into_gateway(start_sim: SimFactory,
     assert models == {"m1", "discovered"}
     chat = await gw.openai().chat.completions.create(model="discovered", messages=MSG)
     assert chat.choices
+
+
+async def test_hung_backends_time_out_as_504(start_sim: SimFactory,
+                                             start_gateway: GatewayFactory) -> None:
+    sims = [await start_sim("m1") for _ in range(2)]
+    for sim in sims:
+        sim.behavior.hang = True
+    gw = await start_gateway(keyed(*(endpoint(f"e{i}", s) for i, s in enumerate(sims)),
+                                   timeouts={"first_byte": 0.2}))
+    with pytest.raises(openai.APIStatusError) as info:
+        await gw.openai().chat.completions.create(model="m1", messages=MSG)
+    assert info.value.status_code == 504
+    assert info.value.body["code"] == "upstream_timeout"
+    assert gw.fleet.get("e0").live_failures == gw.fleet.get("e1").live_failures == 1
+    for sim in sims:  # the backends saw their connections close: nothing left generating
+        sim.behavior.hang = False
+
+
+async def test_idle_backend_mid_stream_ends_with_error(start_sim: SimFactory,
+                                                       start_gateway: GatewayFactory,
+                                                       log_lines: Any) -> None:
+    sim = await start_sim("m1", tokens_per_s=2)  # a gap of 0.5 s between tokens
+    gw = await start_gateway(keyed(endpoint("a", sim), timeouts={"idle": 0.1}))
+    stream = await gw.openai().chat.completions.create(model="m1", messages=MSG, stream=True,
+                                                       max_tokens=20)
+    with pytest.raises(openai.APIError, match="timed out"):
+        async for _ in stream:
+            pass
+    access = [line for line in log_lines() if line["event"] == "access"]
+    assert access[-1]["outcome"] == "upstream_failed"
