@@ -70,7 +70,22 @@ SUMMARY_EVENTS = frozenset(
 
 def normalize_response(body: Json, request: Json | None = None, *, now: int | None = None) -> Json:
     """A native non-streaming response body, filled up to the specification."""
-    return complete_response(body, request, now=now)
+    return complete_response(_cut_short(body, request), request, now=now)
+
+
+def _cut_short(snapshot: Json, request: Json | None) -> Json:
+    """llama.cpp reports `completed` when it stopped at `max_output_tokens`; the specification
+    says `incomplete` with `incomplete_details.reason = "max_output_tokens"`."""
+    limit = (request or {}).get("max_output_tokens")
+    usage = snapshot.get("usage")
+    if (snapshot.get("status") != "completed" or not isinstance(limit, int)
+            or not isinstance(usage, dict)):
+        return snapshot
+    produced = usage.get("output_tokens")
+    if not isinstance(produced, int) or produced < limit:
+        return snapshot
+    return {**snapshot, "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"}}
 
 
 class EventNormalizer:
@@ -128,6 +143,9 @@ class EventNormalizer:
             snapshot = {**snapshot, "id": self.response_id}
         if not snapshot.get("status"):
             snapshot = {**snapshot, "status": STATUS_OF[event["type"]]}
+        snapshot = _cut_short(snapshot, self._request)
+        if snapshot["status"] == "incomplete" and event["type"] == "response.completed":
+            event["type"] = "response.incomplete"
         event["response"] = snapshot = complete_response(snapshot, self._request, now=now)
         self.response_id = self.response_id or snapshot["id"] or None
         self._snapshot = snapshot

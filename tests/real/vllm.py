@@ -111,15 +111,14 @@ def vllm_argv(python: Path, model_dir: Path, port: int) -> list[str]:
 def start_vllm_servers(
     python: Path, model_dir: Path, count: int, log_dir: Path
 ) -> list[ServerProcess]:
-    """Start `count` vLLM servers (one after another: each start loads both cores)."""
+    """Start `count` vLLM servers at once (their imports overlap); all healthy, or all stopped."""
     servers: list[ServerProcess] = []
     try:
         for index in range(count):
             port = free_port()
-            server = start_server(
-                f"vllm-{index}", vllm_argv(python, model_dir, port), port, log_dir, vllm_env()
-            )
-            servers.append(server)
+            argv = vllm_argv(python, model_dir, port)
+            servers.append(start_server(f"vllm-{index}", argv, port, log_dir, vllm_env()))
+        for server in servers:
             server.wait_healthy("/health", START_TIMEOUT_S)
     except BaseException:
         for server in servers:

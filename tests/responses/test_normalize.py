@@ -598,3 +598,23 @@ def test_a_non_streaming_body_is_normalised() -> None:
     assert body == before
     assert resp["completed_at"] == 2001
     assert resp["output"][1]["content"][0]["annotations"] == []
+
+
+@pytest.mark.parametrize(("produced", "limit", "status"), [
+    (8, 8, "incomplete"),  # stopped at the limit: llama.cpp says completed, the spec incomplete
+    (3, 8, "completed"),
+    (8, None, "completed"),
+])
+def test_completed_at_the_token_limit_is_incomplete(produced: int, limit: int | None,
+                                                    status: str) -> None:
+    request = {"model": "m", "input": "x", **({"max_output_tokens": limit} if limit else {})}
+    body = {"id": "resp_1", "object": "response", "status": "completed", "output": [],
+            "usage": {"input_tokens": 2, "output_tokens": produced, "total_tokens": produced + 2}}
+    assert normalize_response(dict(body), request)["status"] == status
+    normalizer = EventNormalizer(request)
+    events = normalizer.feed({"type": "response.completed", "response": dict(body)})
+    assert events[0]["type"] == f"response.{status}"
+    assert events[0]["response"]["status"] == status
+    if status == "incomplete":
+        assert events[0]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert problems(events[0]) == []
