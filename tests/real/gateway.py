@@ -57,6 +57,9 @@ def config_text(backends: Sequence[Backend], port: int) -> str:
         "[probes]",
         f"interval = {PROBE_INTERVAL_S}",
         f"timeout = {PROBE_TIMEOUT_S}",
+        "",
+        "[store]",  # per gateway process: never a responses.db shared in the checkout
+        'kind = "memory"',
     ]
     for backend in backends:
         entry: dict[str, object] = {
