@@ -68,13 +68,18 @@ def start_direct(ctx: Context) -> Target:
     return Target("direct", ctx.backend_url, None, {"Content-Type": "application/json"})
 
 
-def fleetlb_config(port: int, backend_url: str) -> str:
+def fleetlb_config(port: int, backend_url: str, store: Path | None = None) -> str:
+    """As deployed: auth, the default SQLite response store (in the bench's own folder)."""
+    store_path = store or Path("responses.db")
     return f"""\
 [server]
 host = "127.0.0.1"
 port = {port}
 api_keys = ["{CLIENT_KEY}"]
 admin_key = "{ADMIN_KEY}"
+
+[store]
+path = "{store_path}"
 
 [[endpoints]]
 name = "bench-backend"
@@ -90,7 +95,7 @@ def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Tar
     builds can be compared in one interleaved run."""
     port = free_port()
     config = ctx.workdir / f"{name}.toml"
-    config.write_text(fleetlb_config(port, ctx.backend_url))
+    config.write_text(fleetlb_config(port, ctx.backend_url, ctx.workdir / f"{name}.db"))
     # JSON access lines are rendered for every request and written to a file, as in production
     child = Child(name, [sys.executable, "-m", "lb", "serve", "--config", str(config),
                          "--log-format", "json"], ctx.workdir / f"{name}.log", cwd=tree)

@@ -120,7 +120,8 @@ async def _start_demo_backends() -> tuple[Config, list[web.AppRunner]]:
         endpoints.append({"name": f"sim-{i + 1}", "url": f"http://127.0.0.1:{port}",
                           "kind": "ollama", "weight": 2 if i == 0 else 1,
                           "models": list(models)})
-    config = parse_config({"endpoints": endpoints,
+    # a demo leaves nothing behind: its stored responses live in memory
+    config = parse_config({"endpoints": endpoints, "store": {"kind": "memory"},
                            "models": [{"name": "llama3", "upstream": "llama3.1:8b"}]},
                           source="<demo>")
     return config, runners

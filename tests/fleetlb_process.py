@@ -63,7 +63,8 @@ class FleetlbProcess:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "lb", "serve", "--config", str(config_path),
                  "--port", str(port)],
-                stdout=log, stderr=subprocess.STDOUT, env={**base_env, **(env or {})})
+                stdout=log, stderr=subprocess.STDOUT, env={**base_env, **(env or {})},
+                cwd=tmp)  # a default responses.db lands in the test's folder
         process = cls(proc, f"http://127.0.0.1:{port}", config_path, log_path)
         await eventually(process._answers, "fleetlb did not start")
         return process

@@ -117,7 +117,8 @@ async def test_serve_config_logs_json_and_stops_on_sigterm(tmp_path: Path) -> No
     path.write_text(CONFIG)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "lb", "serve", "--config", str(path),
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path)
     try:
         await _wait_ready(f"http://127.0.0.1:{port}", proc)
     finally:

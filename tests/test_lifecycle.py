@@ -232,7 +232,8 @@ def test_an_address_in_use_exits_1_with_one_error_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run([sys.executable, "-m", "lb", "serve", "--config", str(config),
-                               "--port", str(port)], capture_output=True, timeout=30, check=False)
+                               "--port", str(port)], capture_output=True, timeout=30, check=False,
+                              cwd=tmp_path)
     assert done.returncode == 1  # systemd's Restart=on-failure tries again
     lines = [orjson.loads(line) for line in done.stdout.splitlines() if line.startswith(b"{")]
     [error] = [line for line in lines if line["event"] == "cannot_listen"]
