@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -48,7 +48,6 @@ class Exchange:
     is_sse: bool
     body: bytes | None = None  # whole body when small and not a stream
     first: bytes = b""  # first bytes of a streamed body, read before committing to it
-    failures: list[UpstreamError] = field(default_factory=list)
     interrupted: ApiError | None = None  # set when the gateway itself ended the relay (shutdown)
 
     def interrupt(self, reason: ApiError) -> None:
@@ -126,7 +125,6 @@ class Forwarder:
                 failures.append(exc)
                 self._failed(choice, exc, len(plan.tried))
                 continue
-            exchange.failures = failures
             return exchange
         raise _final_error(failures, plan)
 

@@ -50,18 +50,20 @@ class UpstreamCall:
 
 def forwardable_headers(client: Mapping[str, str]) -> dict[str, str]:
     """Client headers minus hop-by-hop, credentials and what we set per endpoint."""
-    connection = client.get("Connection", "")
-    named = {h.strip().lower() for h in connection.split(",")} if connection else set()
-    return {k: v for k, v in client.items()
-            if (low := k.lower()) not in _NOT_FORWARDED and low not in named}
+    return dict(_kept(client, _NOT_FORWARDED))
 
 
 def returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    connection = upstream.get("Connection")
+    """Upstream response headers minus hop-by-hop and what aiohttp sets for the client."""
+    return CIMultiDict(_kept(upstream, _NOT_RETURNED))
+
+
+def _kept(headers: Mapping[str, str], dropped: frozenset[str]) -> list[tuple[str, str]]:
+    """Headers not in `dropped` nor named by the message's own Connection header (RFC 9110)."""
+    connection = headers.get("Connection")
     if connection:
-        named = _NOT_RETURNED | {h.strip().lower() for h in connection.split(",")}
-        return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in named)
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in _NOT_RETURNED)
+        dropped = dropped | {h.strip().lower() for h in connection.split(",")}
+    return [(k, v) for k, v in headers.items() if k.lower() not in dropped]
 
 
 class Upstream:

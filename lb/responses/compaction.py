@@ -47,11 +47,7 @@ def compact(
     """
     if keep_last < 0:
         raise ValueError("keep_last must not be negative")
-    flat: list[Json] = []
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise BadRequest("an input item must be an object", param=f"input[{index}]")
-        flat += expand(item, key=key) if item.get("type") == "compaction" else [item]
+    flat = expand_all(items, key=key)
     split = max(len(flat) - keep_last, 0)
     sealed = {
         "type": "compaction",
@@ -65,6 +61,16 @@ def compact(
         "output": [sealed, *flat[split:]],
         "usage": usage or _zero_usage(),
     }
+
+
+def expand_all(items: list[Json], *, key: bytes) -> list[Json]:
+    """The items with every compaction item among them replaced, in place, by what it sealed."""
+    flat: list[Json] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadRequest("an input item must be an object", param=f"input[{index}]")
+        flat += expand(item, key=key) if item.get("type") == "compaction" else [item]
+    return flat
 
 
 def seal(items: list[Json], *, key: bytes) -> str:

@@ -92,6 +92,15 @@ class TranslatedFraming:
         return b"".join(map(encode, events)) + DONE
 
 
+def final_response(framing: object) -> dict[str, Any] | None:
+    """The response a Responses stream ended with (its last snapshot), when the framing knows it."""
+    if isinstance(framing, TranslatedFraming):
+        return framing.machine.response
+    if isinstance(framing, NormalizedFraming):
+        return framing.normalizer.snapshot
+    return None
+
+
 class NormalizedFraming:
     """A native Responses stream, event by event, through an EventNormalizer. The backend's own
     `[DONE]` is held back so that exactly one ends the stream, after everything else.

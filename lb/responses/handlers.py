@@ -19,7 +19,7 @@ from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import response_headers
 from lb.responses.compaction import compact
-from lb.responses.framing import NormalizedFraming, TranslatedFraming
+from lb.responses.framing import final_response
 from lb.responses.items import input_items
 from lb.responses.modes import mode_of
 from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
@@ -55,7 +55,9 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
         framing = turn.stream_framing(mode)
         response = await deliver(request, runtime, exchange, record, framing, headers)
         if record.outcome == "ok":
-            await _remember_stream(turn, exchange, framing)
+            final = final_response(framing)
+            if final is not None:
+                await turn.remember(mode, exchange.endpoint, final, final.get("id"))
         return response
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     try:
@@ -70,14 +72,6 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     out.headers.update(response_headers(exchange, record, headers))
     out.headers.popall("Content-Length", None)
     return out
-
-
-async def _remember_stream(turn: Turn, exchange: Exchange, framing: Any) -> None:
-    if isinstance(framing, TranslatedFraming):
-        final = framing.machine.response
-        await turn.remember("translate", exchange.endpoint, final, final.get("id"))
-    elif isinstance(framing, NormalizedFraming):
-        await turn.remember("native", exchange.endpoint, None, framing.normalizer.response_id)
 
 
 async def get_response(request: web.Request) -> web.StreamResponse:

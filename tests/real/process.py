@@ -13,7 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +139,22 @@ def start_server(
             start_new_session=True,
         )
     return ServerProcess(name=name, popen=popen, port=port, log_path=log_path)
+
+
+def start_healthy(name: str, argv_for: Callable[[int], Sequence[str]], count: int,
+                  log_dir: Path, timeout_s: float, env: Mapping[str, str] | None = None,
+                  ) -> list[ServerProcess]:
+    """Start `count` servers on free loopback ports (all at once, so their start-ups overlap);
+    all answer `/health`, or all are stopped and the error is raised."""
+    servers: list[ServerProcess] = []
+    try:
+        for index in range(count):
+            port = free_port()
+            servers.append(start_server(f"{name}-{index}", argv_for(port), port, log_dir, env))
+        for server in servers:
+            server.wait_healthy("/health", timeout_s)
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    return servers

