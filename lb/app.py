@@ -11,6 +11,16 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from aiohttp import web
 
+from lb.appstate import (
+    ACCESS_LOG,
+    DRAIN,
+    METRICS,
+    PROBES,
+    RESPONSES,
+    RUNTIME,
+    RUNTIME_FACTORY,
+    UPSTREAM,
+)
 from lb.config import Config
 from lb.drain import Drain
 from lb.handlers import (
@@ -21,16 +31,6 @@ from lb.handlers import (
     metrics,
     openai_proxy,
     readyz,
-)
-from lb.keys import (
-    ACCESS_LOG,
-    DRAIN,
-    METRICS,
-    PROBES,
-    RESPONSES,
-    RUNTIME,
-    RUNTIME_FACTORY,
-    UPSTREAM,
 )
 from lb.lifecycle import drain_on_shutdown
 from lb.metrics import Metrics

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from lb.appstate import DRAIN, METRICS, PROBES, RUNTIME, record_of
 from lb.errors import PayloadTooLarge
 from lb.forward import Exchange
-from lb.keys import DRAIN, METRICS, PROBES, RUNTIME, record_of
 from lb.metrics import CONTENT_TYPE
 from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload

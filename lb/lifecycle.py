@@ -17,10 +17,10 @@ import structlog
 from aiohttp import web
 
 from lb import sdnotify
+from lb.appstate import DRAIN, METRICS, PROBES, RESPONSES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
 from lb.config import Config
 from lb.endpoints import Fleet, HealthState
 from lb.errors import ConfigError
-from lb.keys import DRAIN, METRICS, PROBES, RESPONSES, RUNTIME, RUNTIME_FACTORY, UPSTREAM
 from lb.reload import diff_configs, keep_restart_only
 from lb.sdnotify import Notifier
 

@@ -15,6 +15,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from lb.appstate import ACCESS_LOG, DRAIN, METRICS, RECORD, RUNTIME
 from lb.errors import (
     ApiError,
     MethodNotAllowed,
@@ -23,7 +24,6 @@ from lb.errors import (
     ShuttingDown,
     Unauthorized,
 )
-from lb.keys import ACCESS_LOG, DRAIN, METRICS, RECORD, RUNTIME
 from lb.observe import RequestRecord, begin_request, new_request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

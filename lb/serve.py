@@ -18,10 +18,10 @@ from aiohttp import web
 
 from lb import sdnotify
 from lb.app import build_app
+from lb.appstate import DRAIN
 from lb.config import Config, load_config, parse_config
 from lb.drain import CUT_GRACE_S
 from lb.errors import ConfigError
-from lb.keys import DRAIN
 from lb.lifecycle import ConfigLoader, Signals, serve_until_stopped
 from lb.observe import AccessLog, access_log_for, configure_logging
 

@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from lb.app import build_app
+from lb.appstate import RUNTIME
 from lb.config import parse_config
 from lb.endpoints import Fleet
-from lb.keys import RUNTIME
 from lb.observe import JsonAccessLog, configure_logging
 from lb.sim import BEHAVIOR_KEY, SimBehavior, SimOptions, build_sim_app
 

@@ -8,7 +8,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from lb.keys import DRAIN
+from lb.appstate import DRAIN
 from tests.conftest import Gateway, GatewayFactory, SimFactory, endpoint
 
 

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 import structlog
 
+from lb.appstate import METRICS, RUNTIME, UPSTREAM
 from lb.config import Config, EndpointConfig, ProbesConfig, parse_config
 from lb.endpoints import Fleet, HealthState
 from lb.errors import ConfigError
-from lb.keys import METRICS, RUNTIME, UPSTREAM
 from lb.lifecycle import reload
 from lb.reload import ConfigChange, diff_configs, keep_restart_only, next_fleet
 from lb.sdnotify import NoNotify

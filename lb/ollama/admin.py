@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from lb.appstate import RUNTIME, UPSTREAM, record_of
 from lb.endpoints import Endpoint
 from lb.errors import ApiError, BadGateway, BadRequest, Forbidden, NotFound, NoUsableEndpoint
 from lb.handlers import Handler, json_response, read_body
-from lb.keys import RUNTIME, UPSTREAM, record_of
 from lb.ollama.fanout import EndpointResult, broadcast
 from lb.payload import parse_object
 from lb.relay import NDJSON

@@ -6,10 +6,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from lb import __version__
+from lb.appstate import RUNTIME, UPSTREAM, record_of
 from lb.endpoints import Endpoint
 from lb.errors import NoUsableEndpoint
 from lb.handlers import Handler, deliver, json_response, read_body
-from lb.keys import RUNTIME, UPSTREAM, record_of
 from lb.ollama.admin import FLEET_CALLS, fleet_call
 from lb.ollama.aggregate import backend_versions, merge_ps, merge_tags, oldest_version
 from lb.ollama.fanout import gather_json

@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
+from lb.appstate import RESPONSES, RUNTIME, record_of
 from lb.balancing import PickRequest, SmoothWeighted
 from lb.errors import BadRequest, NotFound
 from lb.forward import Exchange
 from lb.handlers import deliver, json_response, read_body
-from lb.keys import RESPONSES, RUNTIME, record_of
 from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import response_headers

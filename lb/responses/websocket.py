@@ -13,9 +13,9 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from lb.appstate import DRAIN, RESPONSES, RUNTIME, record_of
 from lb.errors import ApiError, BadRequest, PreviousResponseNotFound
 from lb.forward import Exchange
-from lb.keys import DRAIN, RESPONSES, RUNTIME, record_of
 from lb.observe import RequestRecord
 from lb.payload import parse_payload
 from lb.relay import RelayOutcome, pump_sse
