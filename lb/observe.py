@@ -22,6 +22,7 @@ from typing import Any, BinaryIO, Literal, Protocol
 import orjson
 import structlog
 
+from lb.config import Priority
 from lb.usage import Usage
 
 LogFormat = Literal["json", "console"]
@@ -71,6 +72,8 @@ class RequestRecord:
     outcome: str = "ok"  # ok | error | upstream_failed | client_gone | interrupted
     error: str | None = None
     usage: Usage | None = None  # when the backend reported token counts
+    key: str | None = None  # the client key's name (lb.teams), never the key itself
+    priority: Priority = "interactive"  # the key's, for the admission queue
 
     def context(self) -> dict[str, Any]:
         """The request context every log line of this request carries."""
@@ -90,6 +93,7 @@ class RequestRecord:
             "duration_ms": round((now - self.started) * 1000, 3),
             "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
+            "key": self.key,
             **({"error": self.error} if self.error else {}),
             **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
                if self.usage else {}),

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lb.admission import Admission
-from lb.auth import Auth, admin_auth, client_auth
+from lb.auth import Auth, admin_auth
 from lb.config import Config
 from lb.endpoints import Fleet
 from lb.forward import Forwarder, ForwardObserver
 from lb.health import PassiveHealth
 from lb.reload import next_fleet
 from lb.routing import Router
+from lb.teams.table import KeyTable
 from lb.upstream import Upstream
 
 
@@ -29,7 +30,7 @@ class Runtime:
     router: Router
     admission: Admission
     forwarder: Forwarder
-    client_auth: Auth
+    keys: KeyTable  # client keys: who is calling, their models and limits
     admin_auth: Auth
 
 
@@ -58,12 +59,14 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
     server = config.server
     if previous is None:
         fleet = Fleet.from_configs(config.endpoints)
-        admission = Admission(fleet, max_queued=server.max_queued, timeout_s=server.queue_timeout)
+        admission = Admission(fleet, max_queued=server.max_queued, timeout_s=server.queue_timeout,
+                              promote_after_s=config.limits.promote_batch_after, clock=clock)
     else:
         fleet = next_fleet(previous.fleet, config.endpoints)
         admission = previous.admission  # one queue: waiters of both generations share slots
         admission.follow(fleet)
         admission.configure(max_queued=server.max_queued, timeout_s=server.queue_timeout)
+        admission.promote_after_s = config.limits.promote_batch_after
     health = PassiveHealth.from_config(config.probes, clock)
     forwarder = Forwarder(fleet, upstream, admission, health,
                           max_attempts=config.retry.max_attempts, observer=observer)
@@ -74,7 +77,6 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
         router=Router(config, fleet, rng),
         admission=admission,
         forwarder=forwarder,
-        client_auth=client_auth(config.server.client_keys()
-                                if config.server.api_keys is not None else None),
+        keys=KeyTable.from_config(config),
         admin_auth=admin_auth(admin_key.get_secret_value() if admin_key else None),
     )
