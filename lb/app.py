@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from aiohttp import web
 
+from lb.admin import handlers as admin_page
+from lb.admin.ring import StatsRing
 from lb.appstate import (
     ACCESS_LOG,
     DRAIN,
@@ -63,8 +65,10 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     upstream = Upstream(config.timeouts)
     app[UPSTREAM] = upstream
     # the metrics read whichever generation is current when asked
+    ring = StatsRing(time.monotonic)  # the status page's history, fed by the metrics
     app[METRICS] = observer = Metrics(lambda: app[RUNTIME].current.fleet,
-                                      lambda model: app[RUNTIME].current.router.knows(model))
+                                      lambda model: app[RUNTIME].current.router.knows(model),
+                                      stats=ring)
     app[RUNTIME_FACTORY] = factory = RuntimeFactory(upstream, rng or random.Random(), clock,
                                                     observer)
     app[RUNTIME] = RuntimeHolder(factory.build(config))
@@ -76,6 +80,7 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
     _add_routes(app)
+    admin_page.add_routes(app, admin_page.AdminPage(ring))
     return app
 
 
