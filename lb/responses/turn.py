@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
 from lb.endpoints import Endpoint
-from lb.errors import BadGateway, BadRequest, NotImplementedApi, PreviousResponseNotFound
+from lb.errors import (
+    BadGateway,
+    BadRequest,
+    NotImplementedApi,
+    PreviousResponseNotFound,
+    StoreUnavailable,
+)
 from lb.payload import Payload
 from lb.relay import PASSTHROUGH, StreamFraming
 from lb.responses.compaction import expand, expand_all
@@ -33,6 +40,8 @@ from lb.upstream import UpstreamCall
 
 Json = dict[str, Any]
 
+log = structlog.get_logger("lb.responses")
+
 
 @dataclass(slots=True, eq=False)
 class ResponsesContext:
@@ -43,6 +52,8 @@ class ResponsesContext:
     compaction_key: bytes
     normalize: bool
     wall_clock: Callable[[], float] = time.time
+    store_is_up: Callable[[], bool] = lambda: True  # a shared store (Redis) may be unreachable
+    not_stored: int = 0  # responses served but not stored because the store was unavailable
 
     def expander(self) -> Callable[[Json], list[Json]]:
         return functools.partial(expand, key=self.compaction_key)
@@ -150,18 +161,28 @@ class Turn:
         return data
 
     async def remember(self, mode: Mode, endpoint: Endpoint, response: Json | None,
-                       response_id: str | None) -> None:
-        """Store what a follow-up needs: the conversation (translate) or the owner (native)."""
+                       response_id: str | None) -> bool:
+        """Store what a follow-up needs: the conversation (translate) or the owner (native).
+
+        False when it should have been stored and the store was unavailable: the answer is
+        served all the same (`x-fleetlb-stored: false`), counted in `not_stored`."""
         if not self.stores or response_id is None:
-            return
+            return True
         if mode == "translate":
             if response is None or response.get("status") not in ("completed", "incomplete"):
-                return
+                return True
             record = StoredResponse(response_id, self.payload.model, "translate", endpoint.name,
                                     self.conversation_input(), response)
         else:
             record = StoredResponse(response_id, self.payload.model, "native", endpoint.name)
-        await self.ctx.store.put(record)
+        try:
+            await self.ctx.store.put(record)
+        except StoreUnavailable:
+            self.ctx.not_stored += 1
+            log.warning("response_not_stored", response_id=response_id,
+                        reason="the response store is unavailable")
+            return False
+        return True
 
 
 async def start_turn(ctx: ResponsesContext, payload: Payload, request: Json,
