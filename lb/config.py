@@ -18,7 +18,8 @@ from lb.errors import ConfigError
 from lb.model_names import model_key
 
 EndpointKind = Literal["ollama", "vllm", "openai"]
-StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity"]
+StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity",
+                       "cache_aware"]
 ResponsesMode = Literal["auto", "native", "translate", "disabled"]
 
 
@@ -116,11 +117,28 @@ class EndpointConfig(_Section):
         return self.url.rstrip("/")
 
 
+class CacheAwareConfig(_Section):
+    """`[models.cache_aware]`: the knobs of `strategy = "cache_aware"` (README: How a request is
+    routed). Loads are requests (in flight here ÷ weight, plus the backend's own queue)."""
+
+    cache_threshold: float = Field(default=0.3, ge=0, le=1)  # least matched share of the prompt
+    # a candidate is overloaded when its load exceeds the least loaded one's by more than
+    # balance_abs AND by more than balance_rel times; None: half its max_in_flight (or of
+    # DEFAULT_SLOTS when it has none), so a 4-slot box trips at 2 and a 64-slot vLLM at 32
+    balance_abs: float | None = Field(default=None, ge=0)
+    balance_rel: float = Field(default=1.5, ge=1)
+    kv_overload: float = Field(default=0.9, gt=0, le=1)  # vLLM KV-cache use that counts as full
+    block_bytes: int = Field(default=256, ge=16)  # ≈ 64 tokens
+    max_blocks: int = Field(default=256, ge=1)  # hashed per request: caps the per-request cost
+    max_map_bytes: int = Field(default=4 << 20, ge=1024)  # the pool's prefix map, estimated
+
+
 class ModelConfig(_Section):
     name: str = Field(min_length=1)
     upstream: str | None = None
     strategy: StrategyName = "weighted"
     endpoints: tuple[str, ...] | None = None
+    cache_aware: CacheAwareConfig = CacheAwareConfig()
 
     @property
     def upstream_name(self) -> str:

@@ -25,6 +25,7 @@ from lb.errors import (
     StoreUnavailable,
 )
 from lb.payload import Payload
+from lb.prefix import routing_text
 from lb.relay import PASSTHROUGH, StreamFraming
 from lb.responses.compaction import expand, expand_all
 from lb.responses.framing import NormalizedFraming, TranslatedFraming
@@ -102,7 +103,11 @@ class Turn:
         if not able.pool.members:
             raise NotImplementedApi(f"The model '{plan.pool.name}' does not support the "
                                     "Responses API on any endpoint")
-        return able
+        return able.with_prompt(self.routing_text)
+
+    def routing_text(self, limit: int) -> bytes:
+        """What cache_aware hashes: instructions, the stored history, then the new input."""
+        return routing_text(self.request, self.history, limit)
 
     def call_for(self, endpoint: Endpoint) -> UpstreamCall:
         if mode_of(endpoint) == "native":
