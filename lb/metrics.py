@@ -124,6 +124,7 @@ class Metrics:
         self._stats = stats or NoStats()
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._retries: dict[str, int] = {}
+        self._routes: dict[tuple[str, str], int] = {}  # (model, prefix|balance|miss) -> count
         self._queue_wait = Buckets(QUEUE_BUCKETS_S)
         self._reloads = {"ok": 0, "error": 0}
         self.registry = CollectorRegistry(auto_describe=False)
@@ -144,6 +145,10 @@ class Metrics:
             series.ttfb.observe(record.ttfb_s)
         if record.outcome == "upstream_failed":
             series.stream_failures += 1
+        route = record.route
+        if route is not None and route.reason:
+            route_key = (key[0], route.reason)
+            self._routes[route_key] = self._routes.get(route_key, 0) + 1
         usage = record.usage
         if usage is not None:
             series.input_tokens += usage.input_tokens
@@ -183,7 +188,13 @@ class Metrics:
                                       "Config reloads (SIGHUP), by result.", labels=["result"])
         for result, n in self._reloads.items():
             reloads.add_metric([result], n)
-        yield from (retries, queue, reloads)
+        routes = CounterMetricFamily("fleetlb_route_decisions",
+                                     "cache_aware choices: the longest cached prefix (prefix), "
+                                     "the least loaded instead (balance), no useful match (miss).",
+                                     labels=["model", "reason"])
+        for (model, reason), n in self._routes.items():
+            routes.add_metric([model, reason], n)
+        yield from (retries, queue, reloads, routes)
 
     def _request_families(self) -> Iterator[Metric]:
         labels = ["model", "endpoint", "api"]
