@@ -52,7 +52,8 @@ def openai_proxy(path: str) -> Handler:
         record.model, record.stream = payload.model, payload.stream
         ticket = await admit_call(request, payload.model)
         plan = runtime.router.plan(payload.model,
-                                   payload.session_key(request.headers.get(SESSION_HEADER)))
+                                   payload.session_key(request.headers.get(SESSION_HEADER)),
+                                   prompt=payload.routing_text)
         body, framing = usage_for(ticket, payload, plan.pool.upstream, record)
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
                             body, record.request_id)
@@ -123,6 +124,7 @@ async def admin_endpoints(request: web.Request) -> web.Response:
         "priority": ep.config.priority, "models": sorted(ep.served_models),
         "responses": ep.config.responses, "supports_responses_api": ep.supports_responses_api,
         "loaded_models": sorted(ep.loaded_models), "backend_queue": ep.backend_queue,
+        "kv_cache_usage": ep.kv_cache_usage,
         "live_failures": ep.live_failures, "draining": ep.draining,
         **(prober.snapshot(ep.name) if prober is not None else {}),
     } for ep in fleet]

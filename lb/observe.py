@@ -17,13 +17,16 @@ import sys
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 import orjson
 import structlog
 
 from lb.config import Priority
 from lb.usage import Usage
+
+if TYPE_CHECKING:
+    from lb.balancing import RouteNote
 
 LogFormat = Literal["json", "console"]
 
@@ -74,6 +77,7 @@ class RequestRecord:
     usage: Usage | None = None  # when the backend reported token counts
     key: str | None = None  # the client key's name (lb.teams), never the key itself
     priority: Priority = "interactive"  # the key's, for the admission queue
+    route: RouteNote | None = None  # what the strategy said about its choice (cache_aware)
 
     def context(self) -> dict[str, Any]:
         """The request context every log line of this request carries."""
@@ -95,6 +99,7 @@ class RequestRecord:
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
             "key": self.key,
             **({"error": self.error} if self.error else {}),
+            **({"route": self.route.label} if self.route and self.route.reason else {}),
             **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
                if self.usage else {}),
         }
