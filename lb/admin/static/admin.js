@@ -1,4 +1,5 @@
 // fleetlb status page: polls the admin JSON every 2 s and draws it. Plain DOM, no framework.
+// URLs are relative to /admin/, so the page also works behind a proxy that adds a path prefix.
 // Every value goes into the page as text (textContent / createTextNode), never as markup:
 // endpoint and model names come from operators and clients.
 "use strict";
@@ -54,11 +55,7 @@
     }
   }
 
-  function kvCache(ep) {
-    const use = ep.kv_cache_usage ?? ep.kv_cache ?? null;
-    if (typeof use !== "number") return dash;
-    return use <= 1 ? pct(use) : String(use);
-  }
+  const kvCache = (ep) => (typeof ep.kv_cache_usage === "number" ? pct(ep.kv_cache_usage) : dash);
 
   function responses(ep) {
     const found = ep.supports_responses_api;
@@ -214,7 +211,7 @@
     const mine = ++run;
     let results;
     try {
-      results = await Promise.all(["/admin/endpoints", "/admin/stats", "/admin/keys"].map(getJson));
+      results = await Promise.all(["endpoints", "stats", "keys"].map(getJson));
     } catch (err) {
       results = null; // gateway down, restarting, or too slow: keep trying
     }
