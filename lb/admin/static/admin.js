@@ -24,6 +24,11 @@
     return node;
   }
   const td = (value, cls) => el("td", cls, value);
+  function nameCell(name) {
+    const cell = td(name, "name");
+    cell.title = String(name); // the whole name where a phone cuts it short
+    return cell;
+  }
   const dash = "–";
   const fixed = (x, digits) => (x === null || x === undefined ? dash : x.toFixed(digits));
   const ms = (x) => (x === null || x === undefined ? dash : `${Math.round(x)} ms`);
@@ -75,7 +80,7 @@
     const probeCell = td(probe(ep, now));
     if (ep.last_error) probeCell.title = String(ep.last_error);
     const row = el("tr", null,
-      td(ep.name), td(ep.kind), td(host(ep.url)), el("td", null, badge),
+      nameCell(ep.name), el("td", null, badge), td(ep.kind), td(host(ep.url)),
       td(limit(ep.in_flight, ep.max_in_flight), "num"), td(ep.backend_queue ?? dash, "num"),
       td(kvCache(ep), "num"), td((ep.loaded_models || []).join(", ") || dash, "wrap"),
       td(responses(ep)), probeCell, td(ep.live_failures ?? 0, "num"));
@@ -97,7 +102,7 @@
 
   function modelRow(m) {
     const row = el("tr", null,
-      td(m.name), td(pool(m.members), "wrap"), td(m.strategy ?? dash),
+      nameCell(m.name), td(pool(m.members), "wrap"), td(m.strategy ?? dash),
       td(fixed(m.requests_per_s, 2), "num"), td(pct(m.error_rate), "num"),
       td(ms(m.ttft_p50_ms), "num"), td(ms(m.ttft_p90_ms), "num"),
       td(fixed(m.tokens_in_per_s, 1), "num"), td(fixed(m.tokens_out_per_s, 1), "num"));
@@ -111,7 +116,7 @@
     const window = k.window || {};
     const totals = k.totals || {};
     const row = el("tr", null,
-      td(k.name), td(Array.isArray(k.models) ? k.models.join(", ") : "all", "wrap"),
+      nameCell(k.name), td(Array.isArray(k.models) ? k.models.join(", ") : "all", "wrap"),
       td(k.priority ?? dash, "num"), td(limit(window.requests ?? 0, limits.rpm), "num"),
       td(limit(window.tokens ?? 0, limits.tpm), "num"),
       td(limit(k.in_flight ?? 0, limits.max_in_flight), "num"),
@@ -153,9 +158,9 @@
 
   function drawSparks(stats) {
     $("sparklines").replaceChildren(
-      spark("Requests/s · 10 min", stats.requests, (v) => String(v), "requests"),
-      spark("TTFT p90 · 10 min", stats.ttft_p90_ms, ms, "ttft"),
-      spark("Errors/s · 10 min", stats.errors, (v) => String(v), "errors"));
+      spark("Requests/s", stats.requests, (v) => String(v), "requests"),
+      spark("TTFT p90", stats.ttft_p90_ms, ms, "ttft"),
+      spark("Errors/s", stats.errors, (v) => String(v), "errors"));
   }
 
   // --- polling ----------------------------------------------------------------------------
