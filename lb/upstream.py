@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from lb import nesting
 from lb.config import TimeoutsConfig
 from lb.endpoints import Endpoint
 from lb.errors import (
@@ -151,7 +152,7 @@ class Upstream:
         if len(body) > MAX_JSON_BYTES:
             raise UpstreamError(f"{endpoint.name}: {path}: body over {MAX_JSON_BYTES} bytes")
         try:
-            return orjson.loads(body)
+            return nesting.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"{endpoint.name}: {path}: body is not JSON") from exc
 
@@ -198,6 +199,21 @@ async def read_body(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
         return await resp.read()
     except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
         raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
+
+
+async def read_at_most(resp: aiohttp.ClientResponse, endpoint: str, limit: int) -> bytes:
+    """The body, or its first `limit` bytes when longer (the rest is not read)."""
+    content = resp.content
+    body = bytearray()
+    try:
+        while len(body) < limit:
+            chunk = await content.read(limit - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
+    return bytes(body)
 
 
 def _describe(exc: BaseException) -> str:
