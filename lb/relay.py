@@ -27,6 +27,10 @@ from lb.upstream import body_chunks, returnable_headers
 from lb.usage import OLLAMA_USAGE_KEY, USAGE_KEY, find_usage
 
 NDJSON = "application/x-ndjson"  # Ollama's streams
+# A slow reader: above this many bytes queued for the client, aiohttp's write waits for the client
+# (it drains every 64 KiB written), and while it waits nothing reads upstream, so the backend is
+# paused by TCP, not buffered here (lb.upstream bounds the upstream side).
+CLIENT_HIGH_WATER_BYTES = 64 << 10
 
 log = structlog.get_logger("lb.relay")
 
@@ -133,6 +137,7 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
     outcome = RelayOutcome()
     try:
         await response.prepare(request)
+        _bound_client_buffer(request)
         if exchange.is_sse:
             await pump_sse(response, exchange, record, framing, outcome)
         elif exchange.response.content_type == NDJSON:
@@ -224,6 +229,12 @@ async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
             record.ttfb_s = time.perf_counter() - record.started
         record.bytes_out += len(chunk)
         await response.write(chunk)
+
+
+def _bound_client_buffer(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.set_write_buffer_limits(high=CLIENT_HIGH_WATER_BYTES)
 
 
 def _drop_connection(request: web.Request) -> None:

@@ -74,6 +74,7 @@ class FaultyBackend:
 
     fault: Fault = "ok"
     echo_status: int = 400
+    all_routes: bool = False  # the fault applies to discovery routes too (probes see it)
     firehose_bytes: int = 64 << 20
     sent_bytes: int = 0  # what the firehose managed to write (the socket took)
     requests: list[SeenRequest] = field(default_factory=list)
@@ -126,7 +127,7 @@ class FaultyBackend:
         body = await reader.readexactly(length) if length else b""
         seen = SeenRequest(method, path, headers, body)
         self.requests.append(seen)
-        if path in _DISCOVERY:
+        if path in _DISCOVERY and not self.all_routes:
             await _answer(writer, 200, _DISCOVERY[path])
             return True
         return await _BEHAVIOURS[self.fault](self, Conn(reader, writer), seen)
