@@ -71,6 +71,7 @@ class RequestRecord:
     outcome: str = "ok"  # ok | error | upstream_failed | client_gone | interrupted
     error: str | None = None
     usage: Usage | None = None  # when the backend reported token counts
+    dropped: str | None = None  # what translation did not send to the backend (x-fleetlb-dropped)
 
     def context(self) -> dict[str, Any]:
         """The request context every log line of this request carries."""
@@ -91,6 +92,7 @@ class RequestRecord:
             "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
+            **({"dropped": self.dropped} if self.dropped else {}),
             **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
                if self.usage else {}),
         }
