@@ -14,10 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
 from lb.endpoints import Endpoint
-from lb.errors import BadGateway, BadRequest, NotImplementedApi, PreviousResponseNotFound
+from lb.errors import (
+    BadGateway,
+    BadRequest,
+    NotImplementedApi,
+    PreviousResponseNotFound,
+    StoreUnavailable,
+)
 from lb.payload import Payload
+from lb.prefix import routing_text
 from lb.relay import PASSTHROUGH, StreamFraming
 from lb.responses.compaction import expand, expand_all
 from lb.responses.framing import NormalizedFraming, TranslatedFraming
@@ -33,6 +41,8 @@ from lb.upstream import UpstreamCall
 
 Json = dict[str, Any]
 
+log = structlog.get_logger("lb.responses")
+
 
 @dataclass(slots=True, eq=False)
 class ResponsesContext:
@@ -43,6 +53,8 @@ class ResponsesContext:
     compaction_key: bytes
     normalize: bool
     wall_clock: Callable[[], float] = time.time
+    store_is_up: Callable[[], bool] = lambda: True  # a shared store (Redis) may be unreachable
+    not_stored: int = 0  # responses served but not stored because the store was unavailable
 
     def expander(self) -> Callable[[Json], list[Json]]:
         return functools.partial(expand, key=self.compaction_key)
@@ -92,7 +104,11 @@ class Turn:
         if not able.pool.members:
             raise NotImplementedApi(f"The model '{plan.pool.name}' does not support the "
                                     "Responses API on any endpoint")
-        return able
+        return able.with_prompt(self.routing_text)
+
+    def routing_text(self, limit: int) -> bytes:
+        """What cache_aware hashes: instructions, the stored history, then the new input."""
+        return routing_text(self.request, self.history, limit)
 
     def call_for(self, endpoint: Endpoint) -> UpstreamCall:
         if mode_of(endpoint) == "native":
@@ -175,18 +191,28 @@ class Turn:
         return data
 
     async def remember(self, mode: Mode, endpoint: Endpoint, response: Json | None,
-                       response_id: str | None) -> None:
-        """Store what a follow-up needs: the conversation (translate) or the owner (native)."""
+                       response_id: str | None) -> bool:
+        """Store what a follow-up needs: the conversation (translate) or the owner (native).
+
+        False when it should have been stored and the store was unavailable: the answer is
+        served all the same (`x-fleetlb-stored: false`), counted in `not_stored`."""
         if not self.stores or response_id is None:
-            return
+            return True
         if mode == "translate":
             if response is None or response.get("status") not in ("completed", "incomplete"):
-                return
+                return True
             record = StoredResponse(response_id, self.payload.model, "translate", endpoint.name,
                                     self.conversation_input(), response)
         else:
             record = StoredResponse(response_id, self.payload.model, "native", endpoint.name)
-        await self.ctx.store.put(record)
+        try:
+            await self.ctx.store.put(record)
+        except StoreUnavailable:
+            self.ctx.not_stored += 1
+            log.warning("response_not_stored", response_id=response_id,
+                        reason="the response store is unavailable")
+            return False
+        return True
 
 
 async def start_turn(ctx: ResponsesContext, payload: Payload, request: Json,
