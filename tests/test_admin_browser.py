@@ -225,8 +225,9 @@ async def test_a_gateway_without_admin_key_shows_the_data_at_once(
     page = await browser.new_page()
     await page.set_viewport_size({"width": 390, "height": 844})  # a phone
     errors = Errors(page)
-    await page.goto(gateway.url + "/admin/")
+    await page.goto(gateway.url + "/admin")  # redirected to /admin/
     await row(page, "gpu-a", "healthy").wait_for(timeout=WAIT_MS)
+    assert page.url == gateway.url + "/admin/"
     assert await page.locator("#login").is_hidden()
     assert await page.locator("#signout").is_hidden()
     # readable on a phone: the page fits the screen; wide tables scroll inside their box

@@ -46,8 +46,9 @@ def _static(asset: Asset) -> Handler:
 
 
 async def _to_page(request: web.Request) -> web.Response:
-    # a plain response: the middleware turns raised HTTP exceptions into JSON errors
-    return web.Response(status=308, headers={"Location": "/admin/"})
+    # a plain response: the middleware turns raised HTTP exceptions into JSON errors; relative,
+    # so a proxy's path prefix is kept
+    return web.Response(status=308, headers={"Location": "admin/"})
 
 
 async def admin_stats(request: web.Request) -> web.Response:

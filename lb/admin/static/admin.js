@@ -1,4 +1,5 @@
 // fleetlb status page: polls the admin JSON every 2 s and draws it. Plain DOM, no framework.
+// URLs are relative to /admin/, so the page also works behind a proxy that adds a path prefix.
 // Every value goes into the page as text (textContent / createTextNode), never as markup:
 // endpoint and model names come from operators and clients.
 "use strict";
@@ -23,6 +24,11 @@
     return node;
   }
   const td = (value, cls) => el("td", cls, value);
+  function nameCell(name) {
+    const cell = td(name, "name");
+    cell.title = String(name); // the whole name where a phone cuts it short
+    return cell;
+  }
   const dash = "–";
   const fixed = (x, digits) => (x === null || x === undefined ? dash : x.toFixed(digits));
   const ms = (x) => (x === null || x === undefined ? dash : `${Math.round(x)} ms`);
@@ -54,11 +60,7 @@
     }
   }
 
-  function kvCache(ep) {
-    const use = ep.kv_cache_usage ?? ep.kv_cache ?? null;
-    if (typeof use !== "number") return dash;
-    return use <= 1 ? pct(use) : String(use);
-  }
+  const kvCache = (ep) => (typeof ep.kv_cache_usage === "number" ? pct(ep.kv_cache_usage) : dash);
 
   function responses(ep) {
     const found = ep.supports_responses_api;
@@ -78,7 +80,7 @@
     const probeCell = td(probe(ep, now));
     if (ep.last_error) probeCell.title = String(ep.last_error);
     const row = el("tr", null,
-      td(ep.name), td(ep.kind), td(host(ep.url)), el("td", null, badge),
+      nameCell(ep.name), el("td", null, badge), td(ep.kind), td(host(ep.url)),
       td(limit(ep.in_flight, ep.max_in_flight), "num"), td(ep.backend_queue ?? dash, "num"),
       td(kvCache(ep), "num"), td((ep.loaded_models || []).join(", ") || dash, "wrap"),
       td(responses(ep)), probeCell, td(ep.live_failures ?? 0, "num"));
@@ -100,7 +102,7 @@
 
   function modelRow(m) {
     const row = el("tr", null,
-      td(m.name), td(pool(m.members), "wrap"), td(m.strategy ?? dash),
+      nameCell(m.name), td(pool(m.members), "wrap"), td(m.strategy ?? dash),
       td(fixed(m.requests_per_s, 2), "num"), td(pct(m.error_rate), "num"),
       td(ms(m.ttft_p50_ms), "num"), td(ms(m.ttft_p90_ms), "num"),
       td(fixed(m.tokens_in_per_s, 1), "num"), td(fixed(m.tokens_out_per_s, 1), "num"));
@@ -114,7 +116,7 @@
     const window = k.window || {};
     const totals = k.totals || {};
     const row = el("tr", null,
-      td(k.name), td(Array.isArray(k.models) ? k.models.join(", ") : "all", "wrap"),
+      nameCell(k.name), td(Array.isArray(k.models) ? k.models.join(", ") : "all", "wrap"),
       td(k.priority ?? dash, "num"), td(limit(window.requests ?? 0, limits.rpm), "num"),
       td(limit(window.tokens ?? 0, limits.tpm), "num"),
       td(limit(k.in_flight ?? 0, limits.max_in_flight), "num"),
@@ -156,9 +158,9 @@
 
   function drawSparks(stats) {
     $("sparklines").replaceChildren(
-      spark("Requests/s · 10 min", stats.requests, (v) => String(v), "requests"),
-      spark("TTFT p90 · 10 min", stats.ttft_p90_ms, ms, "ttft"),
-      spark("Errors/s · 10 min", stats.errors, (v) => String(v), "errors"));
+      spark("Requests/s", stats.requests, (v) => String(v), "requests"),
+      spark("TTFT p90", stats.ttft_p90_ms, ms, "ttft"),
+      spark("Errors/s", stats.errors, (v) => String(v), "errors"));
   }
 
   // --- polling ----------------------------------------------------------------------------
@@ -214,7 +216,7 @@
     const mine = ++run;
     let results;
     try {
-      results = await Promise.all(["/admin/endpoints", "/admin/stats", "/admin/keys"].map(getJson));
+      results = await Promise.all(["endpoints", "stats", "keys"].map(getJson));
     } catch (err) {
       results = null; // gateway down, restarting, or too slow: keep trying
     }
