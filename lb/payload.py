@@ -12,6 +12,7 @@ import orjson
 
 from lb import nesting
 from lb.errors import BadRequest, InvalidJson, JsonTooDeep
+from lb.prefix import routing_text
 
 SESSION_HEADER = "X-Session-ID"
 
@@ -30,6 +31,10 @@ class Payload:
             if isinstance(value, str) and value:
                 return value
         return header or None
+
+    def routing_text(self, limit: int) -> bytes:
+        """What cache_aware hashes: the prompt the backend will prefill (lb/prefix.py)."""
+        return routing_text(self.data, (), limit)
 
     def for_upstream(self, upstream_model: str) -> bytes:
         if upstream_model == self.model:
