@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from lb.config import Config
 
@@ -78,7 +79,21 @@ def secrets_of(config: Config) -> list[str]:
     key = config.responses.compaction_key
     if key is not None:
         found.append(key.get_secret_value())
+    if config.redis is not None and config.redis.url is not None:
+        url = config.redis.url.get_secret_value()
+        found += [url, *_password_of(url)]
+    for ep in config.endpoints:
+        found += _password_of(ep.url)
     return found
+
+
+def _password_of(url: str) -> list[str]:
+    """The password a URL carries in its userinfo (`scheme://user:password@host`), if any."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    return [password] if password else []
 
 
 def redactor_for(config: Config) -> Redactor:

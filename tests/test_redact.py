@@ -51,3 +51,11 @@ def test_secrets_of_a_config_are_every_configured_secret() -> None:
     }, env={"K": "ep-5"})
     assert sorted(secrets_of(config)) == ["admin-3", "compact-4", "ep-5", "sk-a-1", "sk-b-2"]
     assert redactor_for(config).text("sk-a-1 admin-3 ep-5") == " ".join([REDACTED] * 3)
+
+
+def test_passwords_in_urls_are_secrets() -> None:
+    config = parse_config({
+        "redis": {"url": "redis://:redis-pw-6@127.0.0.1:6379/0"},
+        "endpoints": [{"name": "a", "url": "http://u:ep-pw-7@127.0.0.1:1"}],
+    })
+    assert {"redis-pw-6", "ep-pw-7"} <= set(secrets_of(config))
