@@ -44,6 +44,7 @@ class KvCache:
         self._pacer = pacer  # --ttft-ms is the base TTFT, --tokens-per-s the unbatched rate
         self._blocks: OrderedDict[int, None] = OrderedDict()
         self._prefills = asyncio.Semaphore(options.max_prefills)
+        self._space = asyncio.Condition()  # notified when a request frees its blocks
         self.waiting = 0  # queued for a prefill slot
         self.prefilling = 0
         self.decoding = 0
@@ -90,9 +91,21 @@ class KvCache:
     async def turn(self, prompt: str) -> AsyncIterator[KvTurn]:
         """Wait for a prefill slot, prefill what is not cached, then decode in the batch."""
         tokens = prompt.split()
-        self.active_tokens += len(tokens)
+        self.waiting += 1
         try:
-            cached = await self._prefill(tokens)
+            await self._admit(len(tokens))
+        finally:
+            self.waiting -= 1
+        try:
+            self.prefilling += 1
+            try:
+                cached = self.lookup(tokens)
+                uncached = len(tokens) - cached
+                await asyncio.sleep(self._pacer.ttft_s
+                                    + uncached / self.options.prefill_tokens_per_s)
+            finally:
+                self.prefilling -= 1
+                self._prefills.release()
             gap = self._pacer.token_gap_s * (1 + self.options.decode_slowdown * self.decoding)
             self.decoding += 1
             try:
@@ -101,22 +114,22 @@ class KvCache:
                 self.decoding -= 1
         finally:
             self.active_tokens -= len(tokens)
+            async with self._space:
+                self._space.notify_all()
 
-    async def _prefill(self, tokens: Sequence[str]) -> int:
-        self.waiting += 1
+    async def _admit(self, n_tokens: int) -> None:
+        """A prefill slot, then room in the cache for the whole prompt: like vLLM, a request
+        waits while the running ones hold the blocks it needs (one alone always runs)."""
+        await self._prefills.acquire()
         try:
-            await self._prefills.acquire()
-        finally:
-            self.waiting -= 1
-        self.prefilling += 1
-        try:
-            cached = self.lookup(tokens)
-            uncached = len(tokens) - cached
-            await asyncio.sleep(self._pacer.ttft_s + uncached / self.options.prefill_tokens_per_s)
-        finally:
-            self.prefilling -= 1
+            capacity = self.options.blocks * self.options.block_tokens
+            async with self._space:
+                await self._space.wait_for(
+                    lambda: not self.active_tokens or self.active_tokens + n_tokens <= capacity)
+                self.active_tokens += n_tokens  # admitted: its blocks are held until it ends
+        except BaseException:
             self._prefills.release()
-        return cached
+            raise
 
     def metric_lines(self, model: str) -> list[str]:
         """vLLM's gauges and counters for this cache (the prober reads the KV-cache use)."""
