@@ -77,6 +77,7 @@ class RequestRecord:
     usage: Usage | None = None  # when the backend reported token counts
     key: str | None = None  # the client key's name (lb.teams), never the key itself
     priority: Priority = "interactive"  # the key's, for the admission queue
+    dropped: str | None = None  # what translation did not send to the backend (x-fleetlb-dropped)
     route: RouteNote | None = None  # what the strategy said about its choice (cache_aware)
 
     def context(self) -> dict[str, Any]:
@@ -99,6 +100,7 @@ class RequestRecord:
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
             "key": self.key,
             **({"error": self.error} if self.error else {}),
+            **({"dropped": self.dropped} if self.dropped else {}),
             **({"route": self.route.label} if self.route and self.route.reason else {}),
             **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
                if self.usage else {}),

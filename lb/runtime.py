@@ -17,6 +17,7 @@ from lb.config import Config
 from lb.endpoints import Fleet
 from lb.forward import Forwarder, ForwardObserver
 from lb.health import PassiveHealth
+from lb.redact import Redactor, redactor_for
 from lb.reload import next_fleet
 from lb.routing import Router
 from lb.teams.table import KeyTable
@@ -32,6 +33,7 @@ class Runtime:
     forwarder: Forwarder
     keys: KeyTable  # client keys: who is calling, their models and limits
     admin_auth: Auth
+    redactor: Redactor  # removes this generation's secrets from quoted backend text
 
 
 @dataclass(slots=True, eq=False)
@@ -68,8 +70,10 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
         admission.configure(max_queued=server.max_queued, timeout_s=server.queue_timeout)
         admission.promote_after_s = config.limits.promote_batch_after
     health = PassiveHealth.from_config(config.probes, clock)
+    redactor = redactor_for(config)
     forwarder = Forwarder(fleet, upstream, admission, health,
-                          max_attempts=config.retry.max_attempts, observer=observer)
+                          max_attempts=config.retry.max_attempts, observer=observer,
+                          redactor=redactor)
     admin_key = config.server.admin_key
     return Runtime(
         config=config,
@@ -79,4 +83,5 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
         forwarder=forwarder,
         keys=KeyTable.from_config(config),
         admin_auth=admin_auth(admin_key.get_secret_value() if admin_key else None),
+        redactor=redactor,
     )
