@@ -22,7 +22,7 @@ from lb.forward import Exchange
 from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.sse import SseDecoder
-from lb.upstream import body_chunks, returnable_headers
+from lb.upstream import reply_chunks, returnable_headers
 from lb.usage import OLLAMA_USAGE_KEY, USAGE_KEY, find_usage
 
 NDJSON = "application/x-ndjson"  # Ollama's streams
@@ -158,8 +158,7 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     write = response.write
     with_usage = b""  # the last write that mentions usage: parsed once, at the end
     try:
-        async for chunk in body_chunks(exchange.response, exchange.endpoint.name,
-                                       exchange.first):
+        async for chunk in reply_chunks(exchange.response, exchange.first):
             events = decoder.feed(chunk)
             if events:
                 data = framing.events(events)
@@ -187,7 +186,7 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
 
 async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
                       record: RequestRecord) -> None:
-    async for chunk in body_chunks(exchange.response, exchange.endpoint.name, exchange.first):
+    async for chunk in reply_chunks(exchange.response, exchange.first):
         if record.ttfb_s is None:
             record.ttfb_s = time.perf_counter() - record.started
         record.bytes_out += len(chunk)
