@@ -195,6 +195,7 @@ class BackendConnection(asyncio.Protocol):
         self._informational = False  # a 1xx response is being parsed: skipped
         self._has_length = False  # Content-Length or chunked: else the body ends at EOF
         self._is_paused = False
+        self._keep_alive = False
         self.is_closed = False
         self.requests = 0  # served on this connection, the one being sent included
         self.got_bytes = False  # any byte of an answer to the request under way
@@ -267,6 +268,7 @@ class BackendConnection(asyncio.Protocol):
         if self._informational:
             self._informational = False
             return
+        self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it after the feed
         reply = self._reply
         if reply is not None:
             reply._end()
@@ -279,6 +281,7 @@ class BackendConnection(asyncio.Protocol):
         self._reply = reply
         self._in_headers = True
         self._has_length = False
+        self._keep_alive = False
         self._deadlines = deadlines
         now = self.loop.time()
         self._last_read = now
@@ -303,7 +306,7 @@ class BackendConnection(asyncio.Protocol):
         self._reply = None
         self._deadlines = None
         if (reply.is_complete and reply._error is None and not self.is_closed
-                and self._parser.should_keep_alive() and not reply._chunks):
+                and self._keep_alive and not reply._chunks):
             self.resume()
             self.idle_since = self.loop.time()
             self._on_idle(self)
