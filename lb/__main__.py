@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from lb.describe import describe_config
+    from lb.describe import config_warnings, describe_config
 
     try:
         config = load_config(args.config)
@@ -59,6 +59,8 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(describe_config(config))
+    for warning in config_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

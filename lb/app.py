@@ -11,11 +11,14 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from aiohttp import web
 
+from lb.admin import handlers as admin_page
+from lb.admin.ring import StatsRing
 from lb.appstate import (
     ACCESS_LOG,
     DRAIN,
     METRICS,
     PROBES,
+    REDIS,
     RESPONSES,
     RUNTIME,
     RUNTIME_FACTORY,
@@ -39,9 +42,12 @@ from lb.observe import AccessLog, access_log_for
 from lb.ollama import handlers as ollama
 from lb.responses.handlers import add_routes as add_responses_routes
 from lb.responses.ids import IdMaker
-from lb.responses.store import open_store
+from lb.responses.store import ResponseStore, open_store
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
+from lb.shared.link import RedisLink
+from lb.shared.metrics import RedisCollector
+from lb.shared.store import RedisStore
 from lb.upstream import Upstream
 from probes.prober import Prober
 
@@ -63,8 +69,10 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     upstream = Upstream(config.timeouts)
     app[UPSTREAM] = upstream
     # the metrics read whichever generation is current when asked
+    ring = StatsRing(time.monotonic)  # the status page's history, fed by the metrics
     app[METRICS] = observer = Metrics(lambda: app[RUNTIME].current.fleet,
-                                      lambda model: app[RUNTIME].current.router.knows(model))
+                                      lambda model: app[RUNTIME].current.router.knows(model),
+                                      stats=ring)
     app[RUNTIME_FACTORY] = factory = RuntimeFactory(upstream, rng or random.Random(), clock,
                                                     observer)
     app[RUNTIME] = RuntimeHolder(factory.build(config))
@@ -72,10 +80,12 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app.on_shutdown.append(drain_on_shutdown)
     app.on_cleanup.append(_flush_access_log)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_shared_state)
     app.cleanup_ctx.append(_responses_store(rng or random.SystemRandom()))
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
     _add_routes(app)
+    admin_page.add_routes(app, admin_page.AdminPage(ring))
     return app
 
 
@@ -108,19 +118,42 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     await upstream.close_session()
 
 
+async def _shared_state(app: web.Application) -> AsyncIterator[None]:
+    """The Redis link, when [redis] is set: shared by the response store and the limits."""
+    config = app[RUNTIME].current.config
+    if config.redis is None:
+        yield
+        return
+    app[REDIS] = link = RedisLink(config.redis)
+    app[METRICS].registry.register(
+        RedisCollector(link, lambda: app[RESPONSES].not_stored if RESPONSES in app else 0))
+    if not await link.check():
+        log.warning("redis_unreachable_at_start", message="serving without Redis until it "
+                    "answers: limits pass unchecked, stored responses cannot be read")
+    yield
+    await link.close()
+
+
+async def _open_store(app: web.Application, config: Config) -> ResponseStore:
+    if config.store.kind == "redis":
+        return RedisStore(app[REDIS], config.store.ttl)
+    return await open_store(config.store, os.environ)
+
+
 def _responses_store(rng: random.Random) -> CleanupContext:
     """The response store lives as long as the app; the compaction key is read once."""
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         config = app[RUNTIME].current.config
-        store = await open_store(config.store, os.environ)
+        store = await _open_store(app, config)
         key = config.responses.compaction_key
         if key is None:
             log.warning("no_compaction_key", message="compaction items are signed with a key "
                         "made at start: they do not survive a restart or reach other instances")
         app[RESPONSES] = ResponsesContext(
             store=store, ids=IdMaker(rng), normalize=config.responses.normalize,
-            compaction_key=key.get_secret_value().encode() if key else secrets.token_bytes(32))
+            compaction_key=key.get_secret_value().encode() if key else secrets.token_bytes(32),
+            store_is_up=(lambda: store.is_up) if isinstance(store, RedisStore) else lambda: True)
         yield
         await store.close()
 

@@ -13,6 +13,7 @@ from lb.metrics import Metrics
 from lb.observe import AccessLog, RequestRecord
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
+from lb.shared.link import RedisLink
 from lb.upstream import Upstream
 
 
@@ -32,6 +33,7 @@ RUNTIME_FACTORY = web.AppKey("runtime_factory", RuntimeFactory)  # builds the ne
 RESPONSES = web.AppKey("responses", ResponsesContext)
 PROBES = web.AppKey("probes", ProbeView)
 UPSTREAM = web.AppKey("upstream", Upstream)
+REDIS = web.AppKey("redis", RedisLink)  # only when [redis] is set
 METRICS = web.AppKey("metrics", Metrics)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAIN = web.AppKey("drain", Drain)

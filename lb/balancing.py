@@ -13,18 +13,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lb.config import StrategyName
+from lb.config import CacheAwareConfig, StrategyName
 from lb.endpoints import Endpoint
+from lb.prefix import PrefixMap, PromptSource, block_hashes
 
 _JUST_BELOW_ONE = 1.0 - 1e-12  # log(1) = 0 would divide by zero
 
 
+DEFAULT_SLOTS = 4  # what an endpoint without max_in_flight is taken to run at once (Ollama's
+# OLLAMA_NUM_PARALLEL, llama-server's -np): half of it is the default imbalance margin
+
+
+@dataclass(slots=True, eq=False)
+class RouteNote:
+    """What cache_aware says about its choice, for `x-fleetlb-route`, the access line and the
+    route-decision metric; the strategy writes it, the request's record carries it."""
+
+    reason: str = ""  # prefix | balance | miss; empty: no strategy wrote a note
+    matched: int = 0  # leading blocks the chosen endpoint already held
+    blocks: int = 0  # blocks of the routing text
+    hashes: list[int] | None = None  # computed once per request, reused by a failover pick
+
+    @property
+    def label(self) -> str:
+        if self.reason == "prefix":
+            return f"cache_aware;matched={self.matched}/{self.blocks}"
+        return f"cache_aware;{self.reason};matched={self.matched}/{self.blocks}"
+
+
 @dataclass(frozen=True, slots=True)
 class PickRequest:
-    """What a strategy may know of the request: the upstream model and the session key."""
+    """What a strategy may know of the request: the upstream model, the session key, and the
+    routing text (built only by a strategy that reads it)."""
 
     model: str
     key: str | None = None
+    prompt: PromptSource | None = None
+    note: RouteNote | None = None
 
 
 class Strategy(Protocol):
@@ -132,6 +157,74 @@ class Affinity:
         return self._fallback.pick(members, usable, request)
 
 
+class CacheAware:
+    """The endpoint that already holds the longest prefix of the prompt, while that is not
+    overloaded; else the least loaded (README: How a request is routed).
+
+    Endpoints within one block of the best match are ties broken by load, so a prefix that every
+    conversation shares (a common system prompt) spreads over all endpoints that hold it.
+    """
+
+    __slots__ = ("_config", "_map", "_rng")
+
+    def __init__(self, config: CacheAwareConfig, rng: random.Random) -> None:
+        self._config = config
+        self._rng = rng
+        self._map = PrefixMap.for_memory(config.max_map_bytes)
+
+    def pick(self, members: Sequence[Endpoint], usable: Sequence[Endpoint],
+             request: PickRequest) -> Endpoint:
+        note = request.note if request.note is not None else RouteNote()
+        hashes = note.hashes
+        if hashes is None:
+            config = self._config
+            text = request.prompt(config.block_bytes * config.max_blocks) if request.prompt else b""
+            hashes = note.hashes = block_hashes(text, request.model, config.block_bytes,
+                                                config.max_blocks)
+        loads = _loads(usable)
+        matched = self._map.match(hashes) if hashes else {}
+        best = max((matched.get(ep.name, 0) for ep in usable), default=0)
+        if best == 0 or best < self._config.cache_threshold * len(hashes):
+            chosen, note.reason = self._least(usable, loads), "miss"
+        else:
+            ties = [ep for ep in usable if matched.get(ep.name, 0) >= best - 1]
+            chosen = self._least(ties, loads)
+            if self._is_overloaded(chosen, loads):
+                chosen, note.reason = self._least(usable, loads), "balance"
+            else:
+                note.reason = "prefix"
+        note.matched, note.blocks = matched.get(chosen.name, 0), len(hashes)
+        if hashes:
+            self._map.insert(hashes, chosen.name)
+        return chosen
+
+    def _least(self, candidates: Sequence[Endpoint], loads: dict[str, float]) -> Endpoint:
+        return _least(candidates, self._rng, lambda ep: loads[ep.name])
+
+    def _is_overloaded(self, ep: Endpoint, loads: dict[str, float]) -> bool:
+        config = self._config
+        kv_use = ep.kv_cache_usage
+        if kv_use is not None and kv_use > config.kv_overload:
+            return True
+        margin = config.balance_abs
+        if margin is None:
+            margin = (ep.config.max_in_flight or DEFAULT_SLOTS) / 2
+        load, least = loads[ep.name], min(loads.values())
+        return load - least > margin and load > config.balance_rel * least
+
+
+def _loads(usable: Sequence[Endpoint]) -> dict[str, float]:
+    """least_loaded's signal per endpoint: in flight plus the backend's own queue, per weight.
+
+    A queue the prober could not read (none yet, or its last probe failed) is unknown, not
+    empty: it counts as the mean of the known ones, so a silent endpoint draws no extra traffic.
+    """
+    known = [ep.backend_queue for ep in usable if ep.backend_queue is not None]
+    guess = sum(known) / len(known) if known else 0.0
+    return {ep.name: (ep.in_flight + (guess if ep.backend_queue is None else ep.backend_queue))
+            / ep.config.weight for ep in usable}
+
+
 class WarmFirst:
     """Wraps a strategy so endpoints with the model already loaded are offered first.
 
@@ -178,7 +271,10 @@ def warm_first(inner: Strategy, name: StrategyName) -> Strategy:
     return WarmFirst(inner, is_tiered=name == "priority")
 
 
-def make_strategy(name: StrategyName, rng: random.Random) -> Strategy:
+def make_strategy(name: StrategyName, rng: random.Random,
+                  cache_aware: CacheAwareConfig | None = None) -> Strategy:
+    if name == "cache_aware":
+        return CacheAware(cache_aware or CacheAwareConfig(), rng)
     if name == "weighted":
         return SmoothWeighted()
     if name == "least_in_flight":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +18,8 @@ from lb.errors import ConfigError
 from lb.model_names import model_key
 
 EndpointKind = Literal["ollama", "vllm", "openai"]
-StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity"]
+StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity",
+                       "cache_aware"]
 ResponsesMode = Literal["auto", "native", "translate", "disabled"]
 
 
@@ -63,7 +64,7 @@ class ProbesConfig(_Section):
 
 
 class StoreConfig(_Section):
-    kind: Literal["sqlite", "memory"] = "sqlite"
+    kind: Literal["sqlite", "memory", "redis"] = "sqlite"  # redis: shared by several instances
     path: Path | None = None  # default: $STATE_DIRECTORY/responses.db, else ./responses.db
     ttl: float = Field(default=30 * 24 * 3600.0, gt=0)  # seconds a stored response is kept
 
@@ -78,6 +79,18 @@ class ResponsesConfig(_Section):
     normalize: bool = True  # native streams/bodies made to conform to the Open Responses spec
     compaction_key: SecretStr | None = None  # signs compaction items; also compaction_key_env
     compaction_key_env: str | None = None
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+class RedisConfig(_Section):
+    """The Redis that several fleetlb instances share (lb/shared): responses and limits."""
+
+    url: SecretStr | None = None  # redis://, rediss:// (TLS) or unix://; may hold a password
+    url_env: str | None = None
+    key_prefix: str = "fleetlb:"  # several gateways may share one Redis
+    timeout: float = Field(default=0.25, gt=0)  # seconds per Redis call on the request path
+
+
 class OllamaConfig(_Section):
     """The Ollama-native API (`/api/*`)."""
 
@@ -104,11 +117,28 @@ class EndpointConfig(_Section):
         return self.url.rstrip("/")
 
 
+class CacheAwareConfig(_Section):
+    """`[models.cache_aware]`: the knobs of `strategy = "cache_aware"` (README: How a request is
+    routed). Loads are requests (in flight here ÷ weight, plus the backend's own queue)."""
+
+    cache_threshold: float = Field(default=0.3, ge=0, le=1)  # least matched share of the prompt
+    # a candidate is overloaded when its load exceeds the least loaded one's by more than
+    # balance_abs AND by more than balance_rel times; None: half its max_in_flight (or of
+    # DEFAULT_SLOTS when it has none), so a 4-slot box trips at 2 and a 64-slot vLLM at 32
+    balance_abs: float | None = Field(default=None, ge=0)
+    balance_rel: float = Field(default=1.5, ge=1)
+    kv_overload: float = Field(default=0.9, gt=0, le=1)  # vLLM KV-cache use that counts as full
+    block_bytes: int = Field(default=256, ge=16)  # ≈ 64 tokens
+    max_blocks: int = Field(default=256, ge=1)  # hashed per request: caps the per-request cost
+    max_map_bytes: int = Field(default=4 << 20, ge=1024)  # the pool's prefix map, estimated
+
+
 class ModelConfig(_Section):
     name: str = Field(min_length=1)
     upstream: str | None = None
     strategy: StrategyName = "weighted"
     endpoints: tuple[str, ...] | None = None
+    cache_aware: CacheAwareConfig = CacheAwareConfig()
 
     @property
     def upstream_name(self) -> str:
@@ -123,6 +153,7 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     responses: ResponsesConfig = ResponsesConfig()
     ollama: OllamaConfig = OllamaConfig()
+    redis: RedisConfig | None = None
     endpoints: tuple[EndpointConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
 
@@ -142,6 +173,10 @@ class Config(_Section):
             for j, ref in enumerate(m.endpoints or ()):
                 if ref not in seen:
                     problems.append((f"models[{i}].endpoints[{j}]", f"no endpoint named {ref!r}"))
+        if self.redis is not None and self.redis.url is None and not self.redis.url_env:
+            problems.append(("redis", "set url or url_env"))
+        if self.store.kind == "redis" and self.redis is None:
+            problems.append(("store.kind", "kind = \"redis\" needs a [redis] section"))
         if problems:
             raise ValueError("; ".join(f"{loc}: {reason}" for loc, reason in problems))
         return self
@@ -216,6 +251,7 @@ def _resolve_secrets(config: Config, source: str, env: Mapping[str, str], base: 
     responses = config.responses
     compaction = from_env(responses.compaction_key_env, "responses.compaction_key_env",
                           responses.compaction_key)
+    redis = _resolve_redis(config.redis, from_env, problems)
     endpoints = tuple(
         ep.model_copy(update={"api_key": from_env(ep.api_key_env, f"endpoints[{i}].api_key_env",
                                                   ep.api_key)})
@@ -226,8 +262,20 @@ def _resolve_secrets(config: Config, source: str, env: Mapping[str, str], base: 
     server = server.model_copy(update={"api_keys": tuple(keys) if has_keys else None,
                                        "admin_key": admin})
     return config.model_copy(update={
-        "server": server, "endpoints": endpoints,
+        "server": server, "endpoints": endpoints, "redis": redis,
         "responses": responses.model_copy(update={"compaction_key": compaction})})
+
+
+def _resolve_redis(redis: RedisConfig | None,
+                   from_env: Callable[[str | None, str, SecretStr | None], SecretStr | None],
+                   problems: list[tuple[str, str]]) -> RedisConfig | None:
+    if redis is None:
+        return None
+    url = from_env(redis.url_env, "redis.url_env", redis.url)
+    if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
+        # never quote the URL: it may carry the password
+        problems.append(("redis.url", "must be a redis://, rediss:// or unix:// URL"))
+    return redis.model_copy(update={"url": url})
 
 
 def _read_key_file(path: Path | None, base: Path,

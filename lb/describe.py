@@ -37,4 +37,25 @@ def describe_config(config: Config) -> str:
     for name in unserved:
         lines.append(f"  {name}: no endpoint lists '{policies[name].upstream_name}' yet "
                      "(the prober may discover it)")
+    lines.extend(_shared_state(config))
     return "\n".join(lines)
+
+
+def _shared_state(config: Config) -> list[str]:
+    redis = config.redis
+    if redis is None:
+        return []
+    source = f"url from ${redis.url_env}" if redis.url_env else "url set"
+    return [f"redis: {source}, key_prefix {redis.key_prefix!r}, timeout {redis.timeout:g}s; "
+            f"store: {config.store.kind}"]
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What `fleetlb check` warns about: the config serves, but not as the operator may think."""
+    warnings = []
+    if config.redis is not None and config.responses.compaction_key is None:
+        warnings.append("[redis] is set but [responses] compaction_key is not: each instance "
+                        "signs compaction items with its own key made at start, so an item made "
+                        "on one instance is refused by the others (and after a restart). Set the "
+                        "same compaction_key on every instance.")
+    return warnings

@@ -30,6 +30,7 @@ class Endpoint:
     loaded_models: frozenset[str] = frozenset()
     supports_responses_api: bool | None = None
     backend_queue: int | None = None
+    kv_cache_usage: float | None = None  # vLLM's share of KV-cache blocks in use (0..1)
     ejected_until: float = 0.0
     live_failures: int = 0
     draining: bool = False

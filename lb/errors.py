@@ -5,6 +5,8 @@ Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middlewar
 
     FleetlbError
     ├── ConfigError                      a config file that cannot be served (never HTTP)
+    ├── SharedStateDown                  Redis did not answer in time (lb.shared; never HTTP:
+    │                                    the store turns it into StoreUnavailable, limits pass)
     └── ApiError                         rendered to clients as {"error": {...}}
         ├── BadRequest          400 invalid_request_error
         │   └── InvalidJson     400 invalid_json
@@ -22,6 +24,7 @@ Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middlewar
         ├── ShuttingDown        503 shutting_down (a stream cut at the end of a drain)
         ├── GatewayTimeout      504 upstream_timeout
         ├── StoreError          500 store_error (the response store failed)
+        ├── StoreUnavailable    503 store_unavailable (the shared store is unreachable; Retry-After)
         └── UpstreamError       an attempt on one endpoint failed (drives failover)
             ├── UpstreamConnectError   connect refused/reset before the response headers
             ├── UpstreamTimeout        no response headers within timeouts.first_byte
@@ -47,6 +50,16 @@ class ConfigError(FleetlbError):
         lines = [f"{source}: {loc}: {reason}" if loc else f"{source}: {reason}"
                  for loc, reason in problems]
         super().__init__("\n".join(lines))
+
+
+class SharedStateDown(FleetlbError):
+    """Redis (the state several instances share) failed or did not answer within its timeout.
+
+    `retry_after_s` is how long until the next attempt to reach it (the reconnect backoff)."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ApiError(FleetlbError):
@@ -176,6 +189,22 @@ class StoreError(ApiError):
     status = 500
     type = "server_error"
     code = "store_error"
+
+
+class StoreUnavailable(ApiError):
+    """The shared response store (Redis) cannot be reached right now: fail closed, never answer
+    without the stored state; the client may retry once it is back."""
+
+    status = 503
+    type = "server_error"
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
 class UpstreamError(ApiError):

@@ -118,6 +118,7 @@ class Forwarder:
             record = current_record()
             if record is not None:  # every line logged from here on names this attempt
                 record.endpoint, record.attempts = choice.name, len(plan.tried)
+                record.route = plan.request.note
             call = call_for(choice)  # may raise BadRequest: nothing is leased yet
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))

@@ -49,7 +49,8 @@ def openai_proxy(path: str) -> Handler:
         payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
         record.model, record.stream = payload.model, payload.stream
         plan = runtime.router.plan(payload.model,
-                                   payload.session_key(request.headers.get(SESSION_HEADER)))
+                                   payload.session_key(request.headers.get(SESSION_HEADER)),
+                                   prompt=payload.routing_text)
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
                             payload.for_upstream(plan.pool.upstream), record.request_id)
         exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)
@@ -117,6 +118,7 @@ async def admin_endpoints(request: web.Request) -> web.Response:
         "priority": ep.config.priority, "models": sorted(ep.served_models),
         "responses": ep.config.responses, "supports_responses_api": ep.supports_responses_api,
         "loaded_models": sorted(ep.loaded_models), "backend_queue": ep.backend_queue,
+        "kv_cache_usage": ep.kv_cache_usage,
         "live_failures": ep.live_failures, "draining": ep.draining,
         **(prober.snapshot(ep.name) if prober is not None else {}),
     } for ep in fleet]

@@ -15,6 +15,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from lb.admin.page import PAGE_PATHS
 from lb.appstate import ACCESS_LOG, DRAIN, METRICS, RECORD, RUNTIME
 from lb.errors import (
     ApiError,
@@ -28,7 +29,8 @@ from lb.observe import RequestRecord, begin_request, new_request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_ID_CHARS = 128  # a longer client id is replaced: it would bloat every log line
-_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})
+# the status page's own files hold no data: the admin key guards the JSON they fetch
+_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"}) | PAGE_PATHS
 ErrorShape = Callable[[ApiError], dict[str, Any]]
 # (path prefix, shape): the first match wins; OpenAI's shape for everything else
 _SHAPES: tuple[tuple[str, ErrorShape], ...] = (("/api/", ApiError.ollama_body),)

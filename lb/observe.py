@@ -17,12 +17,15 @@ import sys
 import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Literal, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 
 import orjson
 import structlog
 
 from lb.usage import Usage
+
+if TYPE_CHECKING:
+    from lb.balancing import RouteNote
 
 LogFormat = Literal["json", "console"]
 
@@ -71,6 +74,8 @@ class RequestRecord:
     outcome: str = "ok"  # ok | error | upstream_failed | client_gone | interrupted
     error: str | None = None
     usage: Usage | None = None  # when the backend reported token counts
+    dropped: str | None = None  # what translation did not send to the backend (x-fleetlb-dropped)
+    route: RouteNote | None = None  # what the strategy said about its choice (cache_aware)
 
     def context(self) -> dict[str, Any]:
         """The request context every log line of this request carries."""
@@ -91,6 +96,8 @@ class RequestRecord:
             "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
+            **({"dropped": self.dropped} if self.dropped else {}),
+            **({"route": self.route.label} if self.route and self.route.reason else {}),
             **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
                if self.usage else {}),
         }

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from lb.errors import BadRequest, InvalidJson
+from lb.prefix import routing_text
 
 SESSION_HEADER = "X-Session-ID"
 
@@ -29,6 +30,10 @@ class Payload:
             if isinstance(value, str) and value:
                 return value
         return header or None
+
+    def routing_text(self, limit: int) -> bytes:
+        """What cache_aware hashes: the prompt the backend will prefill (lb/prefix.py)."""
+        return routing_text(self.data, (), limit)
 
     def for_upstream(self, upstream_model: str) -> bytes:
         if upstream_model == self.model:

@@ -106,6 +106,9 @@ def response_headers(exchange: Exchange, record: RequestRecord,
     headers["X-Request-ID"] = record.request_id
     headers["x-fleetlb-endpoint"] = exchange.endpoint.name
     headers["x-fleetlb-attempts"] = str(exchange.attempts)
+    route = record.route
+    if route is not None and route.reason:
+        headers["x-fleetlb-route"] = route.label
     return headers
 
 

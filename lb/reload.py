@@ -24,6 +24,8 @@ RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "store": tuple(StoreConfig.model_fields),
     "responses": ("compaction_key", "compaction_key_env"),
 }
+# optional sections read once at start as a whole (the Redis link, shared by store and limits)
+RESTART_ONLY_SECTIONS = ("redis",)
 _LISTS = ("endpoints", "models")  # Config fields diffed item by item rather than as sections
 
 
@@ -78,6 +80,8 @@ def keep_restart_only(new: Config, running: Config) -> Config:
     for section, keys in RESTART_ONLY.items():
         kept = {key: getattr(getattr(running, section), key) for key in keys}
         sections[section] = getattr(new, section).model_copy(update=kept)
+    for section in RESTART_ONLY_SECTIONS:
+        sections[section] = getattr(running, section)
     return new.model_copy(update=sections)
 
 
@@ -115,6 +119,10 @@ def _settings_changed(old: Config, new: Config) -> tuple[tuple[str, ...], tuple[
     restart: list[str] = []
     for section in Config.model_fields:
         if section in _LISTS:
+            continue
+        if section in RESTART_ONLY_SECTIONS:
+            if getattr(old, section) != getattr(new, section):
+                restart.append(section)
             continue
         for key in _changed_keys(getattr(old, section), getattr(new, section)):
             name = f"{section}.{key}"

@@ -11,12 +11,13 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from lb.balancing import PickRequest, Strategy, make_strategy, warm_first
+from lb.balancing import PickRequest, RouteNote, Strategy, make_strategy, warm_first
 from lb.config import Config, EndpointKind, ModelConfig
 from lb.endpoints import Endpoint, Fleet
 from lb.errors import ModelNotFound, NoUsableEndpoint
 from lb.health import usable_or_all
 from lb.model_names import model_key
+from lb.prefix import PromptSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,12 @@ class AttemptPlan:
         pool = self.pool
         members = tuple(ep for ep in pool.members if keep(ep))
         return AttemptPlan(Pool(pool.name, pool.upstream, members, pool.strategy), self.request)
+
+    def with_prompt(self, prompt: PromptSource) -> AttemptPlan:
+        """The same plan routing on another text (a Responses turn knows its history later)."""
+        request = self.request
+        note = request.note
+        return AttemptPlan(self.pool, PickRequest(request.model, request.key, prompt, note))
 
     def next(self) -> Endpoint | Verdict:
         # Envoy's panic mode: a pool none of whose endpoints is up more likely has a probe
@@ -122,9 +129,9 @@ class Router:
         return True
 
     def plan(self, model: str, key: str | None = None,
-             surface: Surface = ANY_KIND) -> AttemptPlan:
+             surface: Surface = ANY_KIND, prompt: PromptSource | None = None) -> AttemptPlan:
         pool = self.pool(model, surface)
-        return AttemptPlan(pool, PickRequest(model=pool.upstream, key=key))
+        return AttemptPlan(pool, PickRequest(pool.upstream, key, prompt, RouteNote()))
 
     def model_names(self) -> list[str]:
         """Every name a client may ask for: policy names and every served model, once each
@@ -167,6 +174,7 @@ class Router:
         key = model_key(model)
         strategy = self._strategies.get(key)
         if strategy is None:
-            strategy = make_strategy(policy.strategy if policy else "weighted", self._rng)
+            strategy = make_strategy(policy.strategy if policy else "weighted", self._rng,
+                                     policy.cache_aware if policy else None)
             self._strategies[key] = strategy
         return strategy

@@ -137,4 +137,5 @@ fleetlb demo: gateway on {base} in front of three simulated backends.
   curl {base}/api/chat -d '{{"model": "llama3", "messages": [{{"role": "user", "content": "hi"}}]}}'
   curl {base}/api/ps
   curl {base}/admin/endpoints
+Status page: {base}/admin/ in a browser.
 Stop with Ctrl-C.""", file=sys.stderr, flush=True)

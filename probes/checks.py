@@ -24,6 +24,8 @@ MAX_PROBE_BODY_BYTES = 8 << 20  # /api/tags of a large library or vLLM's /metric
 # backend streaming garbage cannot grow the prober's memory
 OLLAMA_DEFAULT_TAG = ":latest"  # Ollama lists `qwen2:latest` but clients ask for `qwen2`
 VLLM_QUEUE_METRICS = frozenset({"vllm:num_requests_running", "vllm:num_requests_waiting"})
+# the share of KV-cache blocks in use (0..1); vLLM before 0.10 called it gpu_cache_usage_perc
+VLLM_KV_METRICS = frozenset({"vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"})
 RESPONSES_UNSUPPORTED = frozenset({404, 405, 501})  # no such route / method / feature
 RESPONSES_VALIDATION = frozenset({400, 422})  # the route exists and rejected our empty body
 # statuses that say nothing about the route: auth in front of it, throttling, redirects to a login
@@ -41,6 +43,7 @@ class Findings:
     models: frozenset[str] | None = None
     loaded_models: frozenset[str] | None = None
     backend_queue: int | None = None
+    kv_cache_usage: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -53,6 +56,7 @@ class CheckResult:
     loaded_models: frozenset[str] | None = None
     backend_queue: int | None = None
     error: str | None = None
+    kv_cache_usage: float | None = None
 
 
 KindCheck = Callable[[aiohttp.ClientSession, EndpointConfig, float], Awaitable[Findings]]
@@ -74,7 +78,8 @@ async def check(
     except UpstreamError as exc:
         return CheckResult(False, _ms(clock() - started), error=str(exc))
     return CheckResult(
-        True, _ms(clock() - started), found.models, found.loaded_models, found.backend_queue
+        True, _ms(clock() - started), found.models, found.loaded_models, found.backend_queue,
+        kv_cache_usage=found.kv_cache_usage,
     )
 
 
@@ -96,8 +101,10 @@ async def check_vllm(
     await _fetch(session, config, "GET", "/health", timeout_s)
     listing = await _optional(_get_json(session, config, "/v1/models", timeout_s))
     metrics = await _optional(_fetch(session, config, "GET", "/metrics", timeout_s))
-    queue = parse_vllm_queue(metrics.decode("utf-8", "replace")) if metrics is not None else None
-    return Findings(models=openai_model_ids(listing), backend_queue=queue)
+    text = metrics.decode("utf-8", "replace") if metrics is not None else None
+    queue = parse_vllm_queue(text) if text is not None else None
+    kv_use = parse_vllm_kv_usage(text) if text is not None else None
+    return Findings(models=openai_model_ids(listing), backend_queue=queue, kv_cache_usage=kv_use)
 
 
 async def check_openai(
@@ -188,6 +195,22 @@ def parse_vllm_queue(text: str) -> int | None:
             total += value
             seen = True
     return round(total) if seen else None
+
+
+def parse_vllm_kv_usage(text: str) -> float | None:
+    """The highest KV-cache use (0..1) over every series (engine); None when vLLM exports none."""
+    highest: float | None = None
+    for line in text.splitlines():
+        match = _SAMPLE.match(line.strip())
+        if match is None or match.group(1) not in VLLM_KV_METRICS:
+            continue
+        try:
+            value = float(match.group(2))
+        except ValueError:
+            continue
+        if 0 <= value <= 1 and (highest is None or value > highest):  # NaN fails both
+            highest = value
+    return highest
 
 
 async def _optional(fetch: Awaitable[Any]) -> Any:

@@ -106,6 +106,8 @@ class Prober:
         record.latency_ms = result.latency_ms
         if result.ok:
             self._apply_findings(endpoint, result)
+        else:  # a load read before the failure is stale: unknown, not whatever it last was
+            endpoint.backend_queue = endpoint.kv_cache_usage = None
         verdict = self._apply_verdict(endpoint, record, result)
         if endpoint.state is HealthState.HEALTHY and (
             verdict is not None or self._is_responses_due(record)
@@ -131,6 +133,7 @@ class Prober:
             "responses_checked_at": _iso(record.responses_checked_at),
             "loaded_models": sorted(endpoint.loaded_models),
             "backend_queue": endpoint.backend_queue,
+            "kv_cache_usage": endpoint.kv_cache_usage,
         }
 
     async def _run(self, name: str) -> None:
@@ -162,6 +165,7 @@ class Prober:
         if result.loaded_models is not None:
             endpoint.loaded_models = result.loaded_models
         endpoint.backend_queue = result.backend_queue
+        endpoint.kv_cache_usage = result.kv_cache_usage  # None after a failed probe: unknown
 
     def _apply_verdict(
         self, endpoint: Endpoint, record: ProbeRecord, result: CheckResult

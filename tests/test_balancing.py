@@ -122,3 +122,102 @@ def test_every_strategy_picks_from_usable(name: Any) -> None:
     strategy = make_strategy(name, random.Random(1))
     for _ in range(10):
         assert strategy.pick(members, members[1:], PickRequest("m", "k")).name in {"b", "c"}
+
+
+def _cache_aware(**knobs: Any) -> Any:
+    from lb.config import CacheAwareConfig
+    return make_strategy("cache_aware", random.Random(0), CacheAwareConfig(**knobs))
+
+
+def _turn(text: str) -> PickRequest:
+    from lb.balancing import RouteNote
+    return PickRequest("m", prompt=lambda limit: text.encode()[:limit], note=RouteNote())
+
+
+SHARED = "system prompt shared by every conversation. " * 30  # ~1.3 KB: 5 blocks of 256
+
+
+def test_cache_aware_follows_a_conversation_and_spreads_new_ones() -> None:
+    strategy = _cache_aware()
+    pool = [ep("a"), ep("b"), ep("c")]
+    for e in pool:  # each endpoint once served the shared system prompt
+        strategy.pick(pool, [e], _turn(SHARED))
+    owners = {}
+    for conv in range(3):  # three new conversations over the shared prompt: spread by load
+        req = _turn(SHARED + f"conversation {conv} " * 100)
+        chosen = strategy.pick(pool, pool, req)
+        chosen.in_flight += 1
+        owners[conv] = chosen.name
+        assert req.note is not None
+    assert sorted(owners.values()) == ["a", "b", "c"]
+    for e in pool:
+        e.in_flight = 0
+    for conv in range(3):  # the next turn of each goes where its history is
+        req = _turn(SHARED + f"conversation {conv} " * 100 + "next turn " * 30)
+        assert strategy.pick(pool, pool, req).name == owners[conv]
+        assert req.note is not None and req.note.reason == "prefix"
+        assert req.note.matched >= req.note.blocks - 2
+        assert req.note.label.startswith("cache_aware;matched=")
+
+
+def test_cache_aware_below_threshold_is_a_miss_to_the_least_loaded() -> None:
+    strategy = _cache_aware()
+    a, b = ep("a"), ep("b", in_flight=0)
+    a.in_flight = 1
+    req = _turn("a short prompt")
+    assert strategy.pick([a, b], [a, b], req).name == "b"
+    assert req.note is not None and (req.note.reason, req.note.label) == (
+        "miss", "cache_aware;miss;matched=0/1")
+    req = _turn("a short prompt" + "x" * 2000)  # 1 of 9 blocks known: under 0.3
+    a.in_flight, b.in_flight = 0, 1
+    assert strategy.pick([a, b], [a, b], req).name == "a"
+    assert req.note is not None and req.note.reason == "miss"
+
+
+@pytest.mark.parametrize(("owner_state", "other_state", "knobs", "reason"), [
+    ({"in_flight": 2}, {"in_flight": 0}, {}, "prefix"),  # 2 - 0 is not above half of 4 slots
+    ({"in_flight": 3}, {"in_flight": 0}, {}, "balance"),
+    ({"in_flight": 3, "max_in_flight": 16}, {"in_flight": 0}, {}, "prefix"),  # 8 for 16 slots
+    ({"in_flight": 3}, {"in_flight": 2}, {}, "prefix"),  # 3 is not above 1.5 x 2
+    ({"in_flight": 1}, {"in_flight": 0}, {"balance_abs": 0.5}, "balance"),
+    ({"in_flight": 0, "kv_cache_usage": 0.95}, {"in_flight": 0}, {}, "balance"),
+    ({"in_flight": 0, "kv_cache_usage": 0.95}, {"in_flight": 0}, {"kv_overload": 1.0}, "prefix"),
+    ({"in_flight": 0, "backend_queue": 6}, {"in_flight": 0, "backend_queue": 0}, {}, "balance"),
+    # the other's queue is unknown: the mean of the known ones (6), not idle
+    ({"in_flight": 0, "backend_queue": 6}, {"in_flight": 0}, {}, "prefix"),
+])
+def test_cache_aware_gives_up_the_cache_only_when_the_owner_is_overloaded(
+        owner_state: dict[str, Any], other_state: dict[str, Any], knobs: dict[str, Any],
+        reason: str) -> None:
+    strategy = _cache_aware(**knobs)
+    text = SHARED + "history " * 200
+    owner, other = ep("owner"), ep("other")
+    strategy.pick([owner], [owner], _turn(text))  # only the owner was up: it holds the prefix
+    config = {k: owner_state.pop(k) for k in ("max_in_flight",) if k in owner_state}
+    if config:
+        owner.config = owner.config.model_copy(update=config)
+    for endpoint, state in ((owner, owner_state), (other, other_state)):
+        for key, value in state.items():
+            setattr(endpoint, key, value)
+    req = _turn(text + "one more turn")
+    chosen = strategy.pick([owner, other], [owner, other], req)
+    assert req.note is not None and req.note.reason == reason
+    assert chosen.name == ("owner" if reason == "prefix" else "other")
+
+
+def test_cache_aware_hashes_once_per_request_and_fails_over() -> None:
+    strategy = _cache_aware()
+    a, b = ep("a"), ep("b")
+    calls = []
+
+    def prompt(limit: int) -> bytes:
+        calls.append(limit)
+        return (SHARED * 3).encode()
+
+    from lb.balancing import RouteNote
+    strategy.pick([a, b], [a], PickRequest("m", prompt=prompt, note=RouteNote()))
+    req = PickRequest("m", prompt=prompt, note=RouteNote())
+    assert strategy.pick([a, b], [a, b], req).name == "a"
+    assert strategy.pick([a, b], [b], req).name == "b"  # a failed: the next attempt
+    assert calls == [256 * 256, 256 * 256]
+    assert strategy.pick([a], [a], PickRequest("m")).name == "a"  # no text, no note: no crash

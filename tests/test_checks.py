@@ -14,6 +14,7 @@ from probes.checks import (
     detect_responses,
     ollama_model_names,
     openai_model_ids,
+    parse_vllm_kv_usage,
     parse_vllm_queue,
 )
 from tests.fake_probe_backends import FakeBackend, closed_port, running
@@ -107,6 +108,9 @@ vllm:num_requests_running{engine="1",model_name="qwen"} 1.0
 vllm:num_requests_waiting{model_name="qwen"} 2.0 1712345678000
 vllm:num_requests_waiting_by_reason{reason="capacity"} 99.0
 vllm:num_requests_swapped{model_name="qwen"} 50.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="qwen"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="qwen"} 0.5
 """
 
 
@@ -128,6 +132,20 @@ vllm:num_requests_swapped{model_name="qwen"} 50.0
 )
 def test_parse_vllm_queue(text: str, expected: int | None) -> None:
     assert parse_vllm_queue(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (VLLM_METRICS, 0.5),  # the fullest engine
+        ("vllm:gpu_cache_usage_perc 0.75\n", 0.75),  # vLLM < 0.10
+        ("vllm:kv_cache_usage_perc NaN\nvllm:kv_cache_usage_perc 7\n", None),
+        ("vllm:kv_cache_usage_perc_total 0.3\n", None),
+        ("", None),
+    ],
+)
+def test_parse_vllm_kv_usage(text: str, expected: float | None) -> None:
+    assert parse_vllm_kv_usage(text) == expected
 
 
 # --- each kind against a fake backend -------------------------------------------------------------
@@ -153,6 +171,7 @@ async def test_vllm_check_reads_health_models_and_queue(session: aiohttp.ClientS
     assert result.ok, result.error
     assert result.models == frozenset({"qwen"})
     assert result.backend_queue == 6
+    assert result.kv_cache_usage == 0.5
     assert [path for _, path, _ in fake.seen] == ["/health", "/v1/models", "/metrics"]
 
 

@@ -225,6 +225,21 @@ async def test_vllm_queue_and_snapshot(session: aiohttp.ClientSession) -> None:
     assert r.prober.snapshot("nobody") == {}
 
 
+async def test_kv_cache_use_is_read_and_forgotten_when_a_probe_fails(
+    session: aiohttp.ClientSession,
+) -> None:
+    metrics = "vllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.42\n"
+    fake = FakeBackend("vllm", models=["q"], metrics=metrics, responses=(400, "{}"))
+    async with running(fake):
+        r = rig(session, fake.endpoint())
+        ep = the(r.fleet)
+        await r.prober.probe_once(ep)
+        assert (ep.kv_cache_usage, ep.backend_queue) == (0.42, 1)
+        assert r.prober.snapshot("ep")["kv_cache_usage"] == 0.42
+    await r.prober.probe_once(ep)  # the backend is gone: its last load is stale, not current
+    assert (ep.kv_cache_usage, ep.backend_queue) == (None, None)
+
+
 # --- Responses support ----------------------------------------------------------------------------
 
 

@@ -42,7 +42,7 @@ def ollama_proxy(path: str) -> Handler:
         record.stream = path in _STREAMED_BY_DEFAULT and payload.data.get("stream") is not False
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
-                                   OLLAMA)
+                                   OLLAMA, payload.routing_text)
         call = UpstreamCall("POST", path, forwardable_headers(request.headers),
                             payload.for_upstream(plan.pool.upstream), record.request_id)
         exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)

@@ -22,12 +22,14 @@ from lb.responses.compaction import compact
 from lb.responses.framing import final_response
 from lb.responses.items import input_items
 from lb.responses.modes import mode_of
+from lb.responses.params import DROPPED_HEADER, dropped_value
 from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
 from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
 from lb.runtime import Runtime
 from lb.upstream import UpstreamCall, forwardable_headers
 
+STORED_HEADER = "x-fleetlb-stored"  # "false": served, but a follow-up cannot continue from it
 KEEP_LAST_ITEMS = 2  # what compaction leaves readable: the latest exchange, sealed before it
 
 
@@ -48,9 +50,13 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     """The upstream answer as the client's Response (object or event stream), then stored."""
     mode = mode_of(exchange.endpoint) or "translate"
     headers: dict[str, str] = {"x-fleetlb-mode": mode}
+    if mode == "translate" and turn.dropped:
+        record.dropped = headers[DROPPED_HEADER] = dropped_value(turn.dropped)
     if exchange.response.status >= 300:
         return await deliver(request, runtime, exchange, record, headers=headers)
     if exchange.is_sse:
+        if turn.stores and not turn.ctx.store_is_up():
+            headers[STORED_HEADER] = "false"  # the put at the end is tried all the same
         framing = turn.stream_framing(mode)
         response = await deliver(request, runtime, exchange, record, framing, headers)
         if record.outcome == "ok":
@@ -66,7 +72,8 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
         exchange.close()
     answer_obj = turn.body_answer(mode, body)
     runtime.forwarder.succeeded(exchange.endpoint)
-    await turn.remember(mode, exchange.endpoint, answer_obj, answer_obj.get("id"))
+    if not await turn.remember(mode, exchange.endpoint, answer_obj, answer_obj.get("id")):
+        headers[STORED_HEADER] = "false"
     out = json_response(answer_obj)
     out.headers.update(response_headers(exchange, record, headers))
     out.headers.popall("Content-Length", None)

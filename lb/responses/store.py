@@ -3,7 +3,8 @@
 A translate-mode record holds the whole conversation input of its turn plus the response object;
 a native-mode record holds only which endpoint owns the id (the backend keeps the state). SQLite
 (a file, WAL, TTL eviction, on its own thread so the event loop never blocks) is the default;
-memory is for tests and throwaway gateways. Redis slots in behind the same protocol.
+memory is for tests and throwaway gateways. Redis (lb/shared/store.py) is the same protocol
+for several instances.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class ResponseStore(Protocol):
 async def open_store(config: StoreConfig, env: Mapping[str, str]) -> ResponseStore:
     if config.kind == "memory":
         return MemoryStore(config.ttl)
+    if config.kind == "redis":  # it needs the app's Redis link: lb.shared.store.RedisStore
+        raise ConfigError("<store>", [("store.kind", "the redis store is opened by the app")])
     store = SqliteStore(config.resolved_path(env), config.ttl)
     await store.open()
     return store

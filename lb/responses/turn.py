@@ -14,10 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
 from lb.endpoints import Endpoint
-from lb.errors import BadGateway, BadRequest, NotImplementedApi, PreviousResponseNotFound
+from lb.errors import (
+    BadGateway,
+    BadRequest,
+    NotImplementedApi,
+    PreviousResponseNotFound,
+    StoreUnavailable,
+)
 from lb.payload import Payload
+from lb.prefix import routing_text
 from lb.relay import PASSTHROUGH, StreamFraming
 from lb.responses.compaction import expand, expand_all
 from lb.responses.framing import NormalizedFraming, TranslatedFraming
@@ -27,11 +35,13 @@ from lb.responses.modes import Mode, mode_of, serves_responses
 from lb.responses.normalize import EventNormalizer, normalize_response
 from lb.responses.store import ResponseStore, StoredResponse
 from lb.responses.stream import ChatToResponsesStream
-from lb.responses.translate import to_chat_request, to_response
+from lb.responses.translate import ChatRequest, to_response, translate_request
 from lb.routing import AttemptPlan
 from lb.upstream import UpstreamCall
 
 Json = dict[str, Any]
+
+log = structlog.get_logger("lb.responses")
 
 
 @dataclass(slots=True, eq=False)
@@ -43,6 +53,8 @@ class ResponsesContext:
     compaction_key: bytes
     normalize: bool
     wall_clock: Callable[[], float] = time.time
+    store_is_up: Callable[[], bool] = lambda: True  # a shared store (Redis) may be unreachable
+    not_stored: int = 0  # responses served but not stored because the store was unavailable
 
     def expander(self) -> Callable[[Json], list[Json]]:
         return functools.partial(expand, key=self.compaction_key)
@@ -59,7 +71,8 @@ class Turn:
     previous: StoredResponse | None = None
     response_id: str = ""
     created_at: int = 0
-    _chat_body: bytes | None = field(default=None, repr=False)
+    _translation: ChatRequest | None = field(default=None, repr=False)
+    _chat_bodies: dict[bool, bytes] = field(default_factory=dict, repr=False)
     _native_body: bytes | None = field(default=None, repr=False)
 
     @property
@@ -91,21 +104,45 @@ class Turn:
         if not able.pool.members:
             raise NotImplementedApi(f"The model '{plan.pool.name}' does not support the "
                                     "Responses API on any endpoint")
-        return able
+        return able.with_prompt(self.routing_text)
+
+    def routing_text(self, limit: int) -> bytes:
+        """What cache_aware hashes: instructions, the stored history, then the new input."""
+        return routing_text(self.request, self.history, limit)
 
     def call_for(self, endpoint: Endpoint) -> UpstreamCall:
         if mode_of(endpoint) == "native":
             return UpstreamCall("POST", "/v1/responses", self.headers, self.native_body(),
                                 self.request_id)
-        return UpstreamCall("POST", "/v1/chat/completions", self.headers, self.chat_body(),
+        return UpstreamCall("POST", "/v1/chat/completions", self.headers,
+                            self.chat_body(takes_cache_key=endpoint.config.kind == "openai"),
                             self.request_id)
 
-    def chat_body(self) -> bytes:
-        if self._chat_body is None:
-            chat = to_chat_request(self.request, upstream_model=self.upstream_model,
-                                   history=self.history, expand_compaction=self.ctx.expander())
-            self._chat_body = orjson.dumps(chat)
-        return self._chat_body
+    @property
+    def translation(self) -> ChatRequest:
+        """This turn as a Chat Completions request (made once; raises BadRequest)."""
+        if self._translation is None:
+            self._translation = translate_request(
+                self.request, upstream_model=self.upstream_model, history=self.history,
+                expand_compaction=self.ctx.expander())
+        return self._translation
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """What translation did not send to the backend (the x-fleetlb-dropped header)."""
+        return self.translation.dropped if self._translation is not None else ()
+
+    def chat_body(self, *, takes_cache_key: bool = False) -> bytes:
+        """OpenAI's own Chat Completions take prompt_cache_key; vLLM, Ollama and llama.cpp have
+        no such field (their prefix caches need no key)."""
+        body = self._chat_bodies.get(takes_cache_key)
+        if body is None:
+            chat = self.translation.body
+            key = self.request.get("prompt_cache_key")
+            if takes_cache_key and isinstance(key, str):
+                chat = {**chat, "prompt_cache_key": key}
+            body = self._chat_bodies[takes_cache_key] = orjson.dumps(chat)
+        return body
 
     def native_body(self) -> bytes:
         """Byte for byte unless the model is rewritten, the history is ours, or the input holds
@@ -127,9 +164,11 @@ class Turn:
 
     def stream_framing(self, mode: Mode) -> StreamFraming:
         if mode == "translate":
+            translation = self.translation
             return TranslatedFraming(ChatToResponsesStream(
-                self.request, response_id=self.response_id, created_at=self.created_at,
-                ids=self.ctx.ids, clock=self.ctx.wall_clock))
+                translation.echo(self.request), response_id=self.response_id,
+                created_at=self.created_at, ids=self.ctx.ids, clock=self.ctx.wall_clock,
+                tools=translation.tools))
         if self.ctx.normalize:
             return NormalizedFraming(EventNormalizer(self.request, clock=self.ctx.wall_clock))
         return PASSTHROUGH
@@ -143,25 +182,37 @@ class Turn:
         if not isinstance(data, dict):
             raise BadGateway("the backend's answer is not a JSON object")
         if mode == "translate":
-            return to_response(data, request=self.request, response_id=self.response_id,
-                               created_at=self.created_at, ids=self.ctx.ids)
+            translation = self.translation
+            return to_response(data, request=translation.echo(self.request),
+                               response_id=self.response_id, created_at=self.created_at,
+                               ids=self.ctx.ids, tools=translation.tools)
         if self.ctx.normalize:
             return normalize_response(data, self.request)
         return data
 
     async def remember(self, mode: Mode, endpoint: Endpoint, response: Json | None,
-                       response_id: str | None) -> None:
-        """Store what a follow-up needs: the conversation (translate) or the owner (native)."""
+                       response_id: str | None) -> bool:
+        """Store what a follow-up needs: the conversation (translate) or the owner (native).
+
+        False when it should have been stored and the store was unavailable: the answer is
+        served all the same (`x-fleetlb-stored: false`), counted in `not_stored`."""
         if not self.stores or response_id is None:
-            return
+            return True
         if mode == "translate":
             if response is None or response.get("status") not in ("completed", "incomplete"):
-                return
+                return True
             record = StoredResponse(response_id, self.payload.model, "translate", endpoint.name,
                                     self.conversation_input(), response)
         else:
             record = StoredResponse(response_id, self.payload.model, "native", endpoint.name)
-        await self.ctx.store.put(record)
+        try:
+            await self.ctx.store.put(record)
+        except StoreUnavailable:
+            self.ctx.not_stored += 1
+            log.warning("response_not_stored", response_id=response_id,
+                        reason="the response store is unavailable")
+            return False
+        return True
 
 
 async def start_turn(ctx: ResponsesContext, payload: Payload, request: Json,

@@ -21,6 +21,7 @@ from lb.payload import parse_payload
 from lb.relay import RelayOutcome, pump_sse
 from lb.responses.framing import final_response
 from lb.responses.modes import mode_of
+from lb.responses.params import dropped_value
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
 from lb.upstream import forwardable_headers
@@ -105,10 +106,15 @@ class Connection:
                     param="previous_response_id")
             await self._run(body, record)
         except ApiError as exc:
-            if isinstance(previous_id, str):
-                self._evicted.add(previous_id)  # a failed continuation evicts what it continued
-                self._local.pop(previous_id, None)
+            self._evict(previous_id)
             await self._error(exc.status, str(exc.code), exc.message, exc.param, exc.type)
+
+    def _evict(self, previous_id: Any) -> None:
+        """A failed continuation evicts what it continued: its next continuation finds nothing
+        (a translated one that answered no call of it, a native one its backend refused)."""
+        if isinstance(previous_id, str):
+            self._evicted.add(previous_id)
+            self._local.pop(previous_id, None)
 
     def _create_body(self, text: str) -> dict[str, Any]:
         try:
@@ -137,8 +143,12 @@ class Connection:
     async def _stream(self, turn: Turn, exchange: Exchange, record: RequestRecord) -> None:
         mode = mode_of(exchange.endpoint) or "translate"
         if exchange.response.status >= 300 or not exchange.is_sse:
+            self._evict(turn.request.get("previous_response_id"))
             await self._upstream_refused(exchange)
             return
+        if mode == "translate" and turn.dropped:  # no headers here: the access line says it
+            record.dropped = dropped_value(turn.dropped)
+            log.info("responses.dropped", dropped=record.dropped, turn=self._turns)
         framing = turn.stream_framing(mode)
         outcome = RelayOutcome()
         drain = self._request.app[DRAIN]
@@ -150,9 +160,7 @@ class Connection:
             exchange.close(abort=outcome.broken is not None or outcome.interrupted)
         final = final_response(framing)
         if outcome.broken is not None or final is None or final.get("status") == "failed":
-            raise_id = turn.request.get("previous_response_id")
-            if isinstance(raise_id, str):
-                self._evicted.add(raise_id)
+            self._evict(turn.request.get("previous_response_id"))
             return
         self._local[final["id"]] = StoredResponse(
             final["id"], turn.payload.model, "translate", exchange.endpoint.name,

@@ -19,6 +19,7 @@ from lb.sim.replies import (
     openai_error,
     read_json_object,
 )
+from lb.sim.script import scripted_plan
 from lb.sim.stream import SSE, SSE_DONE, ChunkStream, Pacer, sse_data
 
 
@@ -88,7 +89,10 @@ class OpenAiApi:
             raise openai_error(
                 400, "messages must be a non-empty list", "invalid_request", "messages"
             )
-        plan = self._plan(body, text.messages_text(messages), text.last_user_text(messages))
+        prompt = text.messages_text(messages)
+        plan = scripted_plan(self.sim.behavior.tool_script, body.get("tools"), messages,
+                             text.count_tokens(prompt)) or \
+            self._plan(body, prompt, text.last_user_text(messages))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": self.sim.now(), "model": model}
         if body.get("stream"):
             return await self._stream_chat(request, head, plan, _include_usage(body))
@@ -97,7 +101,7 @@ class OpenAiApi:
         if plan.tool_call:
             message["tool_calls"] = [_tool_call(plan.tool_call, f"call_{uuid.uuid4().hex[:24]}")]
         else:
-            message["content"] = text.answer_text(plan.n_tokens)
+            message["content"] = plan.answer()
         choice = _choice(message, plan.finish, key="message")
         return json_reply(
             {
@@ -130,6 +134,10 @@ class OpenAiApi:
         await self.pacer.first_token()
         if plan.tool_call:
             await self._stream_tool_call(stream, plan.tool_call, chunk)
+        elif plan.reply is not None:
+            await stream.send(sse_data(chunk({"role": "assistant", "content": ""})))
+            for piece in plan.pieces():
+                await stream.send(sse_data(chunk({"content": piece})))
         else:
             await stream.send(sse_data(chunk({"role": "assistant", "content": ""})))
             template = ChunkTemplate.of(chunk({"content": HOLE}), before=b"data: ", after=b"\n\n")

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import orjson
 
+from lb.sim.script import ToolScript
+
 SimKind = Literal["openai", "vllm", "ollama"]
 DEFAULT_RECORD_LIMIT = 10_000  # recorded requests kept; bounds memory under a bench's load
 
@@ -59,6 +61,7 @@ class SimBehavior:
     active: int = 0  # requests being handled now
     completed: int = 0  # requests answered in full (error answers included)
     record_limit: int = DEFAULT_RECORD_LIMIT  # keep at most this many recent requests; 0: none
+    tool_script: ToolScript | None = None  # a scripted agent turn (lb.sim.script)
 
     def record(self, request: RecordedRequest) -> None:
         """Keep `request`, dropping the oldest beyond `record_limit` in batches (amortised O(1)),

@@ -12,6 +12,7 @@ from lb.sim import text
 from lb.sim.backend import SimBackend, StoredResponse
 from lb.sim.replies import injected_failure, json_reply, read_json_object, responses_error
 from lb.sim.responses_body import ResponseRun, echo_fields, input_items, items_text
+from lb.sim.script import scripted_plan
 from lb.sim.stream import SSE, SSE_DONE, ChunkStream, Pacer, sse_event
 
 DEFAULT_ITEMS_LIMIT = 20  # input_items page size when the client names none (OpenAI's default)
@@ -69,12 +70,10 @@ class ResponsesApi:
         items = input_items(raw_input)
         echo = echo_fields(body)
         prompt = f"{echo['instructions'] or ''} {items_text(items)}"
-        plan = text.plan(
-            max_tokens,
-            body.get("tools"),
-            text.last_user_text(items),
-            text.count_tokens(prompt) + previous_tokens,
-        )
+        prompt_tokens = text.count_tokens(prompt) + previous_tokens
+        plan = scripted_plan(self.sim.behavior.tool_script, body.get("tools"), raw_input,
+                             prompt_tokens) or \
+            text.plan(max_tokens, body.get("tools"), text.last_user_text(items), prompt_tokens)
         return ResponseRun(model, echo, plan, self.sim.now()), items
 
     def _previous_tokens(self, previous_id: Any) -> int:

@@ -155,7 +155,7 @@ class ResponseRun:
                 "status": status,
             }
         content = (
-            [_text_part(text.answer_text(self.plan.n_tokens))] if status != "in_progress" else []
+            [_text_part(self.plan.answer())] if status != "in_progress" else []
         )
         return {
             "type": "message",
@@ -185,7 +185,7 @@ class ResponseRun:
     def deltas(self) -> list[str]:
         """The pieces streamed one per token: answer tokens, or tool-call argument fragments."""
         call = self.plan.tool_call
-        return list(call.fragments) if call else [text.token(i) for i in range(self.plan.n_tokens)]
+        return list(call.fragments) if call else self.plan.pieces()
 
     def delta(self, piece: str) -> dict[str, Any]:
         if self.plan.tool_call:
