@@ -16,11 +16,12 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+import orjson
 import structlog
 from aiohttp.abc import AbstractStreamWriter
 
 from lb.backend.connection import Reply
-from lb.errors import ApiError, StreamBroken, UpstreamError
+from lb.errors import ApiError, StreamBroken
 from lb.observe import RequestRecord
 from lb.usage import find_usage
 
@@ -65,10 +66,8 @@ class ClientSink:
         except StreamBroken as exc:  # an event over the size cap
             self._broken(exc)
             return
-        except Exception as exc:  # a framing bug must still end the stream with its error
-            log.exception("relay_framing_failed")
-            self._broken(StreamBroken(f"the gateway could not frame the stream "
-                                      f"({type(exc).__name__})"))
+        except Exception:
+            self._failed()
             return
         if out:
             self._write(out)
@@ -78,10 +77,11 @@ class ClientSink:
             return
         try:
             tail = self._framing.end(self._decoder.flush())
-        except Exception as exc:
-            log.exception("relay_framing_failed")
-            self._broken(StreamBroken(f"the gateway could not frame the stream "
-                                      f"({type(exc).__name__})"))
+        except StreamBroken as exc:
+            self._broken(exc)
+            return
+        except Exception:
+            self._failed()
             return
         self._over(tail)
 
@@ -136,22 +136,31 @@ class ClientSink:
             self._exchange.response.pause()
             self._wake()
 
-    def _broken(self, error: UpstreamError) -> None:
+    def _broken(self, error: StreamBroken) -> None:
+        """The backend's body broke (or a drain interrupted it): the terminal error event."""
         exchange = self._exchange
-        reason: ApiError
         if exchange.interrupted is not None:
             self._outcome.interrupted = True
-            reason = exchange.interrupted
-        else:
-            assert isinstance(error, StreamBroken)
-            self._outcome.broken = error
-            reason = error
-        try:
-            tail = self._framing.fail(reason)
-        except Exception:
-            log.exception("relay_framing_failed")
-            tail = b""
+            self._over(self._fail_safely(exchange.interrupted))
+            return
+        self._outcome.broken = error.redact(exchange.redactor.text)
+        self._over(self._fail_safely(error))
+
+    def _failed(self) -> None:
+        """Not the backend's failure nor the client's: a transform could not go on (a bug). The
+        stream still ends with its terminal error event, and the upstream read stops here."""
+        log.exception("stream_failed")
+        self._outcome.failed = True
+        tail = self._fail_safely(ApiError("fleetlb could not relay the rest of this stream"))
         self._over(tail)
+        self._exchange.response.close()
+
+    def _fail_safely(self, error: ApiError) -> bytes:
+        try:
+            return self._framing.fail(error)
+        except Exception:
+            log.exception("stream_fail_failed")
+            return b"data: " + orjson.dumps(error.body()) + b"\n\n"
 
     def _over(self, tail: bytes) -> None:
         if tail:
