@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from aiohttp import web
 
+from lb.admin import handlers as admin_page
+from lb.admin.ring import StatsRing
 from lb.appstate import (
     ACCESS_LOG,
     DRAIN,
@@ -67,8 +69,10 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     upstream = Upstream(config.timeouts)
     app[UPSTREAM] = upstream
     # the metrics read whichever generation is current when asked
+    ring = StatsRing(time.monotonic)  # the status page's history, fed by the metrics
     app[METRICS] = observer = Metrics(lambda: app[RUNTIME].current.fleet,
-                                      lambda model: app[RUNTIME].current.router.knows(model))
+                                      lambda model: app[RUNTIME].current.router.knows(model),
+                                      stats=ring)
     app[RUNTIME_FACTORY] = factory = RuntimeFactory(upstream, rng or random.Random(), clock,
                                                     observer)
     app[RUNTIME] = RuntimeHolder(factory.build(config))
@@ -81,6 +85,7 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
     _add_routes(app)
+    admin_page.add_routes(app, admin_page.AdminPage(ring))
     return app
 
 
@@ -162,7 +167,8 @@ def _prober(rng: random.Random, clock: Callable[[], float]) -> CleanupContext:
         holder = app[RUNTIME]
         prober = Prober(lambda: holder.current.fleet, holder.current.config.probes,
                         app[UPSTREAM].session, clock=clock, rng=rng,
-                        log=structlog.get_logger("probes"))
+                        log=structlog.get_logger("probes"),
+                        redact=lambda text: holder.current.redactor.text(text))
         app[PROBES] = prober
         await prober.start()
         yield

@@ -14,6 +14,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -58,6 +59,23 @@ def api_of(path: str) -> str:
     return "other"
 
 
+class RequestStats(Protocol):
+    """Where each finished model request is also counted (the status page's ring)."""
+
+    def count(self, model: str, is_error: bool, ttft_s: float | None,
+              tokens_in: int, tokens_out: int) -> None: ...
+
+
+class NoStats:
+    """The null `RequestStats`: nothing keeps per-second history."""
+
+    __slots__ = ()
+
+    def count(self, model: str, is_error: bool, ttft_s: float | None,
+              tokens_in: int, tokens_out: int) -> None:
+        return None
+
+
 class Buckets:
     """A histogram kept as plain counts: one observation is a bisect and two additions (the event
     loop is one thread: no lock). Cumulated into Prometheus buckets only when scraped."""
@@ -100,8 +118,10 @@ class Metrics:
     objects (a lock and a label lookup per update).
     """
 
-    def __init__(self, fleet: Callable[[], Fleet], knows_model: Callable[[str], bool]) -> None:
+    def __init__(self, fleet: Callable[[], Fleet], knows_model: Callable[[str], bool],
+                 stats: RequestStats | None = None) -> None:
         self._knows_model = knows_model
+        self._stats = stats or NoStats()
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._retries: dict[str, int] = {}
         self._routes: dict[tuple[str, str], int] = {}  # (model, prefix|balance|miss) -> count
@@ -134,6 +154,10 @@ class Metrics:
             series.input_tokens += usage.input_tokens
             series.output_tokens += usage.output_tokens
             series.has_usage = True
+        if key[0]:  # a model request (not a probe of /healthz or the status page polling)
+            self._stats.count(key[0], record.status >= 500 or record.outcome == "upstream_failed",
+                              record.ttfb_s, usage.input_tokens if usage else 0,
+                              usage.output_tokens if usage else 0)
 
     def retried(self, model: str) -> None:
         self._retries[model] = self._retries.get(model, 0) + 1

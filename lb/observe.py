@@ -74,6 +74,7 @@ class RequestRecord:
     outcome: str = "ok"  # ok | error | upstream_failed | client_gone | interrupted
     error: str | None = None
     usage: Usage | None = None  # when the backend reported token counts
+    dropped: str | None = None  # what translation did not send to the backend (x-fleetlb-dropped)
     route: RouteNote | None = None  # what the strategy said about its choice (cache_aware)
 
     def context(self) -> dict[str, Any]:
@@ -95,6 +96,7 @@ class RequestRecord:
             "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
             **({"error": self.error} if self.error else {}),
+            **({"dropped": self.dropped} if self.dropped else {}),
             **({"route": self.route.label} if self.route and self.route.reason else {}),
             **({"tokens_in": self.usage.input_tokens, "tokens_out": self.usage.output_tokens}
                if self.usage else {}),

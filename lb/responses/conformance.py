@@ -1,6 +1,11 @@
 """What the Open Responses specification requires of a response object, an output item, a content
 part and a streaming event; problems(obj) lists every way obj falls short ([] when it conforms).
 
+Beyond the specification's closed set of 24 event types, the legal set holds OpenAI's two events
+of custom (freeform) tool calls, `response.custom_tool_call_input.delta` / `.done`, and the item
+types `custom_tool_call` / `custom_tool_call_output`: agent clients (Codex CLI) declare custom
+tools and expect their calls in that form, and the OpenAI SDK's event union includes them.
+
 Used by the tests of this package and by the integration tests on what reaches a client.
 """
 
@@ -11,7 +16,7 @@ from typing import Any
 
 Check = Callable[[Any, str], list[str]]
 
-EVENT_TYPES = frozenset(
+SPEC_EVENT_TYPES = frozenset(
     {
         "response.created",
         "response.queued",
@@ -39,6 +44,11 @@ EVENT_TYPES = frozenset(
         "error",
     }
 )
+# OpenAI's, for custom tools (see the module docstring)
+CUSTOM_TOOL_EVENT_TYPES = frozenset(
+    {"response.custom_tool_call_input.delta", "response.custom_tool_call_input.done"}
+)
+EVENT_TYPES = SPEC_EVENT_TYPES | CUSTOM_TOOL_EVENT_TYPES
 RESPONSE_STATUSES = frozenset(
     {
         "queued",
@@ -169,6 +179,10 @@ ITEM = _by_type(
         "function_call_output": _fields(
             (("id", STR), ("call_id", STR), ("output", OUTPUT), ("status", ITEM_STATUS))
         ),
+        "custom_tool_call": _fields(
+            (("id", STR), ("call_id", STR), ("name", STR), ("input", STR), ("status", ITEM_STATUS))
+        ),
+        "custom_tool_call_output": _fields((("id", STR), ("call_id", STR), ("output", OUTPUT))),
         "reasoning": _reasoning_item,
         "compaction": _fields((("id", STR), ("encrypted_content", STR))),
     },
@@ -274,6 +288,8 @@ EVENT_FIELDS: dict[str, tuple[tuple[str, Check], ...]] = {
     "response.reasoning_summary_part.done": _SUMMARY_PART_EVENT,
     "response.reasoning_summary_text.delta": (*_AT_SUMMARY, ("delta", STR)),
     "response.reasoning_summary_text.done": (*_AT_SUMMARY, ("text", STR)),
+    "response.custom_tool_call_input.delta": (*_AT_ITEM, ("delta", STR)),
+    "response.custom_tool_call_input.done": (*_AT_ITEM, ("input", STR)),
     "error": (
         (
             "error",

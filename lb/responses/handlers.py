@@ -22,6 +22,7 @@ from lb.responses.compaction import compact
 from lb.responses.framing import final_response
 from lb.responses.items import input_items
 from lb.responses.modes import mode_of
+from lb.responses.params import DROPPED_HEADER, dropped_value
 from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
 from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
@@ -50,6 +51,8 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     """The upstream answer as the client's Response (object or event stream), then stored."""
     mode = mode_of(exchange.endpoint) or "translate"
     headers: dict[str, str] = {"x-fleetlb-mode": mode}
+    if mode == "translate" and turn.dropped:
+        record.dropped = headers[DROPPED_HEADER] = dropped_value(turn.dropped)
     if exchange.response.status >= 300:
         return await deliver(request, runtime, exchange, record, headers=headers)
     if exchange.is_sse:

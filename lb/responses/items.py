@@ -12,6 +12,9 @@ from lb.responses.shape import ITEM_ID_PREFIXES
 Json = dict[str, Any]
 
 
+_WITH_STATUS = frozenset({"message", "function_call", "function_call_output", "custom_tool_call"})
+
+
 def input_items(request: Json, ids: IdMaker) -> list[Json]:
     """The input of a request that to_chat_request accepted, as items; a string input is one
     user message. Items keep their own ids and unknown keys; compaction items stay sealed.
@@ -32,7 +35,7 @@ def _item(item: Json, ids: IdMaker) -> Json:
             if out.get("role") == "assistant"
             else {"type": "input_text", "text": text}
         ]
-    if kind in ("message", "function_call", "function_call_output") and not out.get("status"):
+    if kind in _WITH_STATUS and not out.get("status"):
         out["status"] = "completed"
     if not out.get("id"):
         out["id"] = ids.make(ITEM_ID_PREFIXES.get(kind, "item"))

@@ -57,6 +57,8 @@ ITEM_ID_PREFIXES = {
     "function_call_output": "fco",
     "reasoning": "rs",
     "compaction": "cmp",
+    "custom_tool_call": "ctc",
+    "custom_tool_call_output": "ctco",
 }
 
 
@@ -183,10 +185,19 @@ def fallback_item_id(item: Any, response_id: str, output_index: int) -> str:
     from the response id and output index, so every event about the item agrees on it.
     """
     item_type = item.get("type") if isinstance(item, dict) else None
-    if item_type == "function_call" and isinstance(item.get("call_id"), str) and item["call_id"]:
-        return str(item["call_id"])
+    call_id = item.get("call_id") if item_type in ("function_call", "custom_tool_call") else None
+    if isinstance(call_id, str) and call_id:
+        return call_id
     prefix = ITEM_ID_PREFIXES.get(str(item_type), "item")
     return f"{prefix}_{response_id.removeprefix('resp_')}_{output_index}"
+
+
+_CALL_TEXT = {
+    "function_call": "arguments",
+    "function_call_output": "output",
+    "custom_tool_call": "input",
+    "custom_tool_call_output": "output",
+}
 
 
 def complete_item(item: Any, fallback_id: str, status: str = "completed") -> Any:
@@ -200,8 +211,8 @@ def complete_item(item: Any, fallback_id: str, status: str = "completed") -> Any
     if kind == "message":
         out.setdefault("role", "assistant")
         out["content"] = [complete_part(p) for p in out.get("content") or []]
-    elif kind in ("function_call", "function_call_output"):
-        out.setdefault("arguments" if kind == "function_call" else "output", "")
+    elif kind in _CALL_TEXT:
+        out.setdefault(_CALL_TEXT[kind], "")
     elif kind == "reasoning":
         if not isinstance(out.get("summary"), list):
             out["summary"] = []

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
+from lb.responses.freeform import InputDecoder
 from lb.responses.ids import IdMaker
 from lb.responses.output import (
     finish_status,
-    function_call_item,
     logprobs_of,
     message_item,
     reasoning_item,
@@ -25,6 +25,7 @@ from lb.responses.output import (
     usage_of,
 )
 from lb.responses.shape import EVENT_TYPES, complete_response
+from lb.responses.tools import ToolTable, call_item
 from lb.sse import DONE
 
 Json = dict[str, Any]
@@ -32,6 +33,8 @@ Json = dict[str, Any]
 __all__ = ["DONE", "ChatToResponsesStream", "encode"]
 
 _EVENT_HEADS = {kind: f"event: {kind}\ndata: ".encode() for kind in EVENT_TYPES}
+_CALLS = frozenset({"function_call", "custom_tool_call"})
+CUSTOM_ID_PREFIX = "ctc"  # OpenAI's prefix for custom tool call items
 
 
 def encode(event: Json) -> bytes:
@@ -41,9 +44,9 @@ def encode(event: Json) -> bytes:
     return head + orjson.dumps(event) + b"\n\n"
 
 
-def _final_item(item: _Item, text: str, status: str) -> Json:
-    if item.kind == "function_call":
-        return function_call_item(item.item_id, item.call_id, item.name, text, status)
+def _final_item(item: _Item, text: str, status: str, tools: ToolTable) -> Json:
+    if item.kind in _CALLS:
+        return call_item(tools, item.item_id, item.call_id, item.name, text, status)
     if item.kind == "message":
         return message_item(item.item_id, [text_part(text, item.logprobs)], status)
     return reasoning_item(item.item_id, text, status)
@@ -53,14 +56,15 @@ def _final_item(item: _Item, text: str, status: str) -> Json:
 class _Item:
     """An output item being streamed: its identity and what it has said so far."""
 
-    kind: str  # "message" | "reasoning" | "function_call"
+    kind: str  # "message" | "reasoning" | "function_call" | "custom_tool_call"
     item_id: str
     output_index: int
-    pieces: list[str] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)  # a call's: its Chat arguments
     logprobs: list[Json] = field(default_factory=list)
     call_id: str = ""
-    name: str = ""
+    name: str = ""  # a call's Chat function name (the ToolTable knows the client's)
     is_open: bool = False  # output_item.added was sent and output_item.done not yet
+    decoder: InputDecoder | None = None  # a custom tool call's input, out of its arguments
 
 
 class ChatToResponsesStream:
@@ -77,9 +81,11 @@ class ChatToResponsesStream:
         created_at: int,
         ids: IdMaker,
         clock: Callable[[], float],
+        tools: ToolTable | None = None,
     ) -> None:
         self._ids = ids
         self._clock = clock
+        self._tools = tools or ToolTable()
         self._base = complete_response(
             {
                 "id": response_id,
@@ -255,7 +261,7 @@ class ChatToResponsesStream:
             return
         if arguments:
             item.pieces.append(arguments)
-            events.append(self._arguments_delta(item, arguments))
+            self._arguments_delta(item, arguments, events)
 
     def _call_key(self, call: Json) -> Any:
         """Chat's tool call index; backends that omit it start a new call with each new id."""
@@ -271,24 +277,32 @@ class ChatToResponsesStream:
         self._close(events)
         item.output_index = len(self._output)
         item.call_id = item.call_id or self._ids.call()
+        if self._tools.lookup(item.name).kind == "custom":
+            item.kind, item.decoder = "custom_tool_call", InputDecoder()
+            item.item_id = self._ids.make(CUSTOM_ID_PREFIX)  # no event has named it yet
         self._open_item(
             item,
-            function_call_item(item.item_id, item.call_id, item.name, "", "in_progress"),
+            call_item(self._tools, item.item_id, item.call_id, item.name, "", "in_progress"),
             events,
         )
         buffered = "".join(item.pieces)
         item.pieces = [buffered] if buffered else []
         if buffered:
-            events.append(self._arguments_delta(item, buffered))
+            self._arguments_delta(item, buffered, events)
 
-    def _arguments_delta(self, item: _Item, delta: str) -> Json:
-        return {
-            "type": "response.function_call_arguments.delta",
+    def _arguments_delta(self, item: _Item, delta: str, events: list[Json]) -> None:
+        kind = "response.function_call_arguments.delta"
+        if item.decoder is not None:  # a custom tool: the input its arguments spell so far
+            kind, delta = "response.custom_tool_call_input.delta", item.decoder.feed(delta)
+            if not delta:
+                return
+        events.append({
+            "type": kind,
             "sequence_number": self._next(),
             "item_id": item.item_id,
             "output_index": item.output_index,
             "delta": delta,
-        }
+        })
 
     def _close(self, events: list[Json], status: str = "completed") -> None:
         """The open item's closing events, in order; its final form goes into the output."""
@@ -298,16 +312,23 @@ class ChatToResponsesStream:
         self._open = None
         item.is_open = False
         text = "".join(item.pieces)
-        final = _final_item(item, text, status)
+        final = _final_item(item, text, status, self._tools)
         at = {"item_id": item.item_id, "output_index": item.output_index}
-        if item.kind == "function_call":
+        if item.decoder is not None:
+            rest = item.decoder.finish(text)
+            if rest:
+                events.append({"type": "response.custom_tool_call_input.delta",
+                               "sequence_number": self._next(), **at, "delta": rest})
+            events.append({"type": "response.custom_tool_call_input.done",
+                           "sequence_number": self._next(), **at, "input": final["input"]})
+        elif item.kind == "function_call":
             events.append(
                 {
                     "type": "response.function_call_arguments.done",
                     "sequence_number": self._next(),
                     **at,
                     "arguments": text,
-                    "name": item.name,
+                    "name": final["name"],
                 }
             )
         else:
@@ -378,7 +399,9 @@ class ChatToResponsesStream:
         item = self._open
         if item is not None:  # what the open item said so far, marked incomplete
             self._open = None
-            self._output[item.output_index] = _final_item(item, "".join(item.pieces), "incomplete")
+            self._output[item.output_index] = _final_item(
+                item, "".join(item.pieces), "incomplete", self._tools
+            )
         events.append(
             {
                 "type": "error",

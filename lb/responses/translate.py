@@ -1,13 +1,14 @@
 """Responses <-> Chat Completions, pure: a Responses request becomes a Chat Completions request
-(to_chat_request) and a Chat completion becomes a complete Response object (to_response).
+(translate_request) and a Chat completion becomes a complete Response object (to_response).
 
-The request side is a closed allowlist: a key or value that a Chat Completions backend cannot
-honour is a 400 naming it, never a silent drop (a client asking for web_search must not get an
-answer that merely looks searched).
+The request side is lenient where it can be and strict where it must: lb.responses.params says
+which parameters are sent, dropped (and said) or refused; lb.responses.tools which tools the
+backend gets and how their calls come back.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -17,7 +18,6 @@ from lb.responses.ids import IdMaker
 from lb.responses.messages import Expander, MessageBuilder
 from lb.responses.output import (
     finish_status,
-    function_call_item,
     message_item,
     message_parts,
     reasoning_item,
@@ -25,57 +25,12 @@ from lb.responses.output import (
     text_part,
     usage_of,
 )
+from lb.responses.params import check_params
 from lb.responses.shape import complete_response
+from lb.responses.tools import ToolTable, call_item, chat_tool_choice, tool_table
 
 Json = dict[str, Any]
 
-_NUMBER = (int, float)
-TYPES: dict[str, tuple[type, ...]] = {
-    "input": (str, list),
-    "instructions": (str,),
-    "previous_response_id": (str,),
-    "tools": (list,),
-    "tool_choice": (str, dict),
-    "parallel_tool_calls": (bool,),
-    "text": (dict,),
-    "max_output_tokens": (int,),
-    "temperature": _NUMBER,
-    "top_p": _NUMBER,
-    "presence_penalty": _NUMBER,
-    "frequency_penalty": _NUMBER,
-    "reasoning": (dict,),
-    "user": (str,),
-    "metadata": (dict,),
-    "store": (bool,),
-    "include": (list,),
-    "prompt_cache_key": (str,),
-    "service_tier": (str,),
-    "truncation": (str,),
-    "safety_identifier": (str,),
-    "stream": (bool,),
-    "stream_options": (dict,),
-    "top_logprobs": (int,),
-    "background": (bool,),
-    "model": (str,),
-}
-# Every top-level key translate mode accepts (max_tool_calls only as null); others are refused.
-# Accepted but only echoed in the response, not sent to the backend: metadata; store (fleetlb's
-# own store honours it); include (there is never encrypted reasoning to include); prompt_cache_key
-# (routing affinity uses it); service_tier (the response reports "default", the tier used);
-# truncation ("auto" is echoed, but a backend refuses an over-long input rather than truncating
-# it); safety_identifier; stream_options.include_obfuscation (no padding is ever added);
-# reasoning.summary (no summaries: reasoning comes back as reasoning_text content).
-ACCEPTED_KEYS = frozenset({*TYPES, "max_tool_calls"})
-CHOICES: dict[str, frozenset[Any]] = {
-    "service_tier": frozenset({"auto", "default", "flex", "priority"}),
-    "truncation": frozenset({"auto", "disabled"}),
-    "include": frozenset({"reasoning.encrypted_content", "message.output_text.logprobs"}),
-    "reasoning.effort": frozenset({"none", "minimal", "low", "medium", "high", "xhigh"}),
-    "reasoning.summary": frozenset({"auto", "concise", "detailed"}),
-    "stream_options": frozenset({"include_obfuscation"}),
-    "text": frozenset({"format", "verbosity"}),
-    "reasoning": frozenset({"effort", "summary"}),
-}
 # Same meaning, same name or a new one, passed on when set.
 SAMPLING = {
     "temperature": "temperature",
@@ -85,8 +40,23 @@ SAMPLING = {
     "max_output_tokens": "max_tokens",
     "user": "user",
 }
-MAX_TOP_LOGPROBS = 20  # the specification's range for top_logprobs
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A translated request: the Chat body, what was not sent (and is said), and the tools' way
+    back."""
+
+    body: Json
+    dropped: tuple[str, ...]
+    tools: ToolTable
+
+    def echo(self, request: Json) -> Json:
+        """The request as the response object echoes it: only the tools the model had."""
+        if len(self.tools.served) == len(request.get("tools") or ()):
+            return request
+        return {**request, "tools": self.tools.served}
 
 
 def to_chat_request(
@@ -96,21 +66,33 @@ def to_chat_request(
     history: list[Json] | None = None,
     expand_compaction: Expander | None = None,
 ) -> Json:
+    """The Chat Completions body for a Responses request (see translate_request)."""
+    return translate_request(
+        req, upstream_model=upstream_model, history=history, expand_compaction=expand_compaction
+    ).body
+
+
+def translate_request(
+    req: Json,
+    *,
+    upstream_model: str,
+    history: list[Json] | None = None,
+    expand_compaction: Expander | None = None,
+) -> ChatRequest:
     """The Chat Completions request for a Responses request.
 
     history: the items of the previous responses along the previous_response_id chain (their
     input, then their output), oldest first; they go before this request's input. Compaction
     items are expanded with expand_compaction (none accepted without it). Raises BadRequest.
     """
-    _check_request(req)
-    chat: Json = {
-        "model": upstream_model,
-        "messages": _messages(req, history or [], expand_compaction),
-    }
+    dropped = check_params(req)
+    table = tool_table(req.get("tools"))
+    builder = MessageBuilder(expand_compaction, table)
+    chat: Json = {"model": upstream_model, "messages": _messages(req, history or [], builder)}
     for key, chat_key in SAMPLING.items():
         if req.get(key) is not None:
             chat[chat_key] = req[key]
-    _add_tools(chat, req)
+    _add_tools(chat, req, table)
     _add_format(chat, req.get("text") or {})
     effort = (req.get("reasoning") or {}).get("effort")
     if effort is not None:
@@ -123,46 +105,10 @@ def to_chat_request(
     if req.get("stream"):
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # usage for the final event
-    return chat
+    return ChatRequest(chat, (*dropped, *table.dropped, *builder.dropped), table)
 
 
-def _check_request(req: Json) -> None:
-    _check_keys(req)
-    if req.get("background"):
-        raise BadRequest("background mode is not supported", param="background")
-    if req.get("max_tool_calls") is not None:
-        raise BadRequest(
-            "max_tool_calls cannot be enforced over Chat Completions", param="max_tool_calls"
-        )
-    if not 0 <= (req.get("top_logprobs") or 0) <= MAX_TOP_LOGPROBS:
-        raise BadRequest(f"top_logprobs must be 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs")
-    reasoning = req.get("reasoning") or {}
-    for key in ("effort", "summary"):
-        if reasoning.get(key) is not None and reasoning[key] not in CHOICES[f"reasoning.{key}"]:
-            raise BadRequest(
-                f"unsupported reasoning.{key} {reasoning[key]!r}", param=f"reasoning.{key}"
-            )
-
-
-def _check_keys(req: Json) -> None:
-    """Every key known, of the right type, and (for closed sets) of a known value."""
-    for key in sorted(req):
-        if key not in ACCEPTED_KEYS:
-            raise BadRequest(f"unsupported parameter {key!r}", param=key)
-        value = req[key]
-        types = TYPES.get(key)
-        if value is None or types is None:
-            continue
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise BadRequest(f"{key} has the wrong type", param=key)
-        allowed = CHOICES.get(key)
-        values = value if isinstance(value, list | dict) else [value]
-        if allowed is not None and any(v not in allowed for v in values):
-            raise BadRequest(f"unsupported value for {key}: {value!r:.200}", param=key)
-
-
-def _messages(req: Json, history: list[Json], expand: Expander | None) -> list[Json]:
-    builder = MessageBuilder(expand)
+def _messages(req: Json, history: list[Json], builder: MessageBuilder) -> list[Json]:
     if req.get("instructions"):
         builder.add_text("system", req["instructions"])
     first = len(builder.messages)
@@ -173,20 +119,17 @@ def _messages(req: Json, history: list[Json], expand: Expander | None) -> list[J
         builder.add_text("user", given)
     for index, item in enumerate(given if isinstance(given, list) else []):
         builder.add(item, f"input[{index}]")
-    if len(builder.messages) == first:
+    messages = builder.finish()
+    if len(messages) == first:
         raise BadRequest("input is required (and must not be empty)", param="input")
-    return builder.messages
+    return messages
 
 
-def _add_tools(chat: Json, req: Json) -> None:
-    tools = [_tool(tool, f"tools[{index}]") for index, tool in enumerate(req.get("tools") or [])]
-    choice = req.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = _allowed_names(choice, tools)
+def _add_tools(chat: Json, req: Json, table: ToolTable) -> None:
+    choice, allowed = chat_tool_choice(req.get("tool_choice"), table)
+    tools = table.functions
+    if allowed is not None:
         tools = [tool for tool in tools if tool["function"]["name"] in allowed]
-        choice = choice.get("mode") or "auto"
-    if choice is not None:
-        choice = _tool_choice(choice, {tool["function"]["name"] for tool in tools})
     if not tools:
         return  # backends refuse tool_choice and parallel_tool_calls without tools
     chat["tools"] = tools
@@ -196,57 +139,7 @@ def _add_tools(chat: Json, req: Json) -> None:
         chat["parallel_tool_calls"] = req["parallel_tool_calls"]
 
 
-def _tool(tool: Any, param: str) -> Json:
-    kind = tool.get("type") if isinstance(tool, dict) else None
-    if kind != "function":
-        raise BadRequest(
-            f"tools of type {kind!r} are not supported: only function tools can be "
-            "served through Chat Completions",
-            param=f"{param}.type",
-        )
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise BadRequest("a function tool needs a name", param=f"{param}.name")
-    function: Json = {"name": name}
-    for key in ("description", "parameters", "strict"):
-        if tool.get(key) is not None:
-            function[key] = tool[key]
-    return {"type": "function", "function": function}
-
-
-def _allowed_names(choice: Json, tools: list[Json]) -> set[str]:
-    names: set[str] = set()
-    for index, entry in enumerate(choice.get("tools") or []):
-        if not isinstance(entry, dict) or entry.get("type") != "function":
-            raise BadRequest(
-                "allowed_tools may only name function tools", param=f"tool_choice.tools[{index}]"
-            )
-        names.add(str(entry.get("name")))
-    if not names or not names <= {tool["function"]["name"] for tool in tools}:
-        raise BadRequest("allowed_tools must name declared function tools", param="tool_choice")
-    return names
-
-
-def _tool_choice(choice: Any, names: set[str]) -> Any:
-    if choice in ("none", "auto"):
-        return choice
-    if choice == "required" and names:
-        return choice
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        if choice.get("name") not in names:
-            raise BadRequest(
-                f"tool_choice names an undeclared tool {choice.get('name')!r}", param="tool_choice"
-            )
-        return {"type": "function", "function": {"name": choice["name"]}}
-    raise BadRequest(f"unsupported tool_choice {choice!r:.200}", param="tool_choice")
-
-
 def _add_format(chat: Json, text: Json) -> None:
-    if text.get("verbosity") not in (None, "medium"):
-        raise BadRequest(
-            "text.verbosity cannot be honoured over Chat Completions (only the default 'medium')",
-            param="text.verbosity",
-        )
     fmt = text.get("format") or {}
     if not isinstance(fmt, dict):
         raise BadRequest("text.format must be an object", param="text.format")
@@ -285,8 +178,10 @@ def to_response(
     created_at: int,
     ids: IdMaker,
     completed_at: int | None = None,
+    tools: ToolTable | None = None,
 ) -> Json:
-    """The complete Response object for a non-streaming Chat completion answering request."""
+    """The complete Response object for a non-streaming Chat completion answering request;
+    tools maps the calls back to the client's tools (none: plain function tools)."""
     choices = chat.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise BadGateway("the backend's chat completion has no choices")
@@ -298,13 +193,14 @@ def to_response(
     if reasoning:
         output.append(reasoning_item(ids.reasoning(), reasoning))
     parts = message_parts(message, choice.get("logprobs"))
+    table = tools or ToolTable()
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
+        name = function.get("name") or ""
+        item_id = ids.make("ctc") if table.lookup(name).kind == "custom" else ids.function_call()
         output.append(
-            function_call_item(
-                ids.function_call(),
-                call.get("id") or ids.call(),
-                function.get("name") or "",
+            call_item(
+                table, item_id, call.get("id") or ids.call(), name,
                 _arguments(function.get("arguments")),
             )
         )

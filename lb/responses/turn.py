@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import structlog
 
+from lb import nesting
 from lb.endpoints import Endpoint
 from lb.errors import (
     BadGateway,
@@ -35,7 +36,7 @@ from lb.responses.modes import Mode, mode_of, serves_responses
 from lb.responses.normalize import EventNormalizer, normalize_response
 from lb.responses.store import ResponseStore, StoredResponse
 from lb.responses.stream import ChatToResponsesStream
-from lb.responses.translate import to_chat_request, to_response
+from lb.responses.translate import ChatRequest, to_response, translate_request
 from lb.routing import AttemptPlan
 from lb.upstream import UpstreamCall
 
@@ -71,7 +72,8 @@ class Turn:
     previous: StoredResponse | None = None
     response_id: str = ""
     created_at: int = 0
-    _chat_body: bytes | None = field(default=None, repr=False)
+    _translation: ChatRequest | None = field(default=None, repr=False)
+    _chat_bodies: dict[bool, bytes] = field(default_factory=dict, repr=False)
     _native_body: bytes | None = field(default=None, repr=False)
 
     @property
@@ -113,15 +115,35 @@ class Turn:
         if mode_of(endpoint) == "native":
             return UpstreamCall("POST", "/v1/responses", self.headers, self.native_body(),
                                 self.request_id)
-        return UpstreamCall("POST", "/v1/chat/completions", self.headers, self.chat_body(),
+        return UpstreamCall("POST", "/v1/chat/completions", self.headers,
+                            self.chat_body(takes_cache_key=endpoint.config.kind == "openai"),
                             self.request_id)
 
-    def chat_body(self) -> bytes:
-        if self._chat_body is None:
-            chat = to_chat_request(self.request, upstream_model=self.upstream_model,
-                                   history=self.history, expand_compaction=self.ctx.expander())
-            self._chat_body = orjson.dumps(chat)
-        return self._chat_body
+    @property
+    def translation(self) -> ChatRequest:
+        """This turn as a Chat Completions request (made once; raises BadRequest)."""
+        if self._translation is None:
+            self._translation = translate_request(
+                self.request, upstream_model=self.upstream_model, history=self.history,
+                expand_compaction=self.ctx.expander())
+        return self._translation
+
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """What translation did not send to the backend (the x-fleetlb-dropped header)."""
+        return self.translation.dropped if self._translation is not None else ()
+
+    def chat_body(self, *, takes_cache_key: bool = False) -> bytes:
+        """OpenAI's own Chat Completions take prompt_cache_key; vLLM, Ollama and llama.cpp have
+        no such field (their prefix caches need no key)."""
+        body = self._chat_bodies.get(takes_cache_key)
+        if body is None:
+            chat = self.translation.body
+            key = self.request.get("prompt_cache_key")
+            if takes_cache_key and isinstance(key, str):
+                chat = {**chat, "prompt_cache_key": key}
+            body = self._chat_bodies[takes_cache_key] = orjson.dumps(chat)
+        return body
 
     def native_body(self) -> bytes:
         """Byte for byte unless the model is rewritten, the history is ours, or the input holds
@@ -143,9 +165,11 @@ class Turn:
 
     def stream_framing(self, mode: Mode) -> StreamFraming:
         if mode == "translate":
+            translation = self.translation
             return TranslatedFraming(ChatToResponsesStream(
-                self.request, response_id=self.response_id, created_at=self.created_at,
-                ids=self.ctx.ids, clock=self.ctx.wall_clock))
+                translation.echo(self.request), response_id=self.response_id,
+                created_at=self.created_at, ids=self.ctx.ids, clock=self.ctx.wall_clock,
+                tools=translation.tools))
         if self.ctx.normalize:
             return NormalizedFraming(EventNormalizer(self.request, clock=self.ctx.wall_clock))
         return PASSTHROUGH
@@ -153,14 +177,16 @@ class Turn:
     def body_answer(self, mode: Mode, body: bytes) -> Json:
         """A whole (non-streamed, 2xx) upstream body as the Response object the client gets."""
         try:
-            data = orjson.loads(body)
+            data = nesting.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadGateway("the backend's answer is not JSON") from exc
         if not isinstance(data, dict):
             raise BadGateway("the backend's answer is not a JSON object")
         if mode == "translate":
-            return to_response(data, request=self.request, response_id=self.response_id,
-                               created_at=self.created_at, ids=self.ctx.ids)
+            translation = self.translation
+            return to_response(data, request=translation.echo(self.request),
+                               response_id=self.response_id, created_at=self.created_at,
+                               ids=self.ctx.ids, tools=translation.tools)
         if self.ctx.normalize:
             return normalize_response(data, self.request)
         return data

@@ -13,14 +13,16 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from lb import nesting
 from lb.appstate import DRAIN, RESPONSES, RUNTIME, record_of
-from lb.errors import ApiError, BadRequest, PreviousResponseNotFound
+from lb.errors import ApiError, BadRequest, JsonTooDeep, PreviousResponseNotFound
 from lb.forward import Exchange
 from lb.observe import RequestRecord
 from lb.payload import parse_payload
 from lb.relay import RelayOutcome, pump_sse
 from lb.responses.framing import final_response
 from lb.responses.modes import mode_of
+from lb.responses.params import dropped_value
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
 from lb.upstream import forwardable_headers, read_body
@@ -105,14 +107,21 @@ class Connection:
                     param="previous_response_id")
             await self._run(body, record)
         except ApiError as exc:
-            if isinstance(previous_id, str):
-                self._evicted.add(previous_id)  # a failed continuation evicts what it continued
-                self._local.pop(previous_id, None)
+            self._evict(previous_id)
             await self._error(exc.status, str(exc.code), exc.message, exc.param, exc.type)
+
+    def _evict(self, previous_id: Any) -> None:
+        """A failed continuation evicts what it continued: its next continuation finds nothing
+        (a translated one that answered no call of it, a native one its backend refused)."""
+        if isinstance(previous_id, str):
+            self._evicted.add(previous_id)
+            self._local.pop(previous_id, None)
 
     def _create_body(self, text: str) -> dict[str, Any]:
         try:
-            message = orjson.loads(text)
+            message = nesting.loads(text)
+        except nesting.TooDeep as exc:
+            raise JsonTooDeep(f"message is nested too deeply: {exc}") from None
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"message is not valid JSON: {exc}") from None
         if not isinstance(message, dict) or message.get("type") != "response.create":
@@ -137,8 +146,12 @@ class Connection:
     async def _stream(self, turn: Turn, exchange: Exchange, record: RequestRecord) -> None:
         mode = mode_of(exchange.endpoint) or "translate"
         if exchange.response.status >= 300 or not exchange.is_sse:
+            self._evict(turn.request.get("previous_response_id"))
             await self._upstream_refused(exchange)
             return
+        if mode == "translate" and turn.dropped:  # no headers here: the access line says it
+            record.dropped = dropped_value(turn.dropped)
+            log.info("responses.dropped", dropped=record.dropped, turn=self._turns)
         framing = turn.stream_framing(mode)
         outcome = RelayOutcome()
         drain = self._request.app[DRAIN]
@@ -150,9 +163,7 @@ class Connection:
             exchange.close(abort=outcome.broken is not None or outcome.interrupted)
         final = final_response(framing)
         if outcome.broken is not None or final is None or final.get("status") == "failed":
-            raise_id = turn.request.get("previous_response_id")
-            if isinstance(raise_id, str):
-                self._evicted.add(raise_id)
+            self._evict(turn.request.get("previous_response_id"))
             return
         self._local[final["id"]] = StoredResponse(
             final["id"], turn.payload.model, "translate", exchange.endpoint.name,
@@ -166,8 +177,9 @@ class Connection:
                 await read_body(exchange.response, exchange.endpoint.name)
         finally:
             exchange.close()
+        body = exchange.redactor.bytes(body)  # the backend may quote what it was sent
         try:
-            error = orjson.loads(body).get("error") or {}
+            error = nesting.loads(body).get("error") or {}
         except (orjson.JSONDecodeError, AttributeError):
             error = {}
         if not isinstance(error, dict):

@@ -80,10 +80,10 @@ def items_text(items: list[dict[str, Any]]) -> str:
     return " ".join(text.content_text(i.get("content")) + str(i.get("output", "")) for i in items)
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached_tokens},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
@@ -109,6 +109,7 @@ class ResponseRun:
     status: str = "in_progress"
     output: list[dict[str, Any]] = field(default_factory=list)
     completed_at: int | None = None
+    cached_tokens: int = 0  # prompt tokens the KV-cache model found cached (lb/sim/kvcache.py)
 
     def __post_init__(self) -> None:
         self.item_id = new_id("fc" if self.plan.tool_call else "msg")
@@ -131,7 +132,8 @@ class ResponseRun:
             "output": list(self.output),
             "error": None,
             **self.echo,
-            "usage": usage(self.plan.prompt_tokens, self.plan.completion_tokens) if done else None,
+            "usage": usage(self.plan.prompt_tokens, self.plan.completion_tokens,
+                           self.cached_tokens) if done else None,
         }
 
     def event(self, event_type: str, **fields: Any) -> dict[str, Any]:
@@ -155,7 +157,7 @@ class ResponseRun:
                 "status": status,
             }
         content = (
-            [_text_part(text.answer_text(self.plan.n_tokens))] if status != "in_progress" else []
+            [_text_part(self.plan.answer())] if status != "in_progress" else []
         )
         return {
             "type": "message",
@@ -185,7 +187,7 @@ class ResponseRun:
     def deltas(self) -> list[str]:
         """The pieces streamed one per token: answer tokens, or tool-call argument fragments."""
         call = self.plan.tool_call
-        return list(call.fragments) if call else [text.token(i) for i in range(self.plan.n_tokens)]
+        return list(call.fragments) if call else self.plan.pieces()
 
     def delta(self, piece: str) -> dict[str, Any]:
         if self.plan.tool_call:

@@ -103,10 +103,22 @@ class Plan:
     finish: FinishReason
     prompt_tokens: int
     tool_call: ToolCall | None = None
+    reply: str | None = None  # a scripted answer (lb.sim.script) instead of the word sequence
 
     @property
     def completion_tokens(self) -> int:
         return len(self.tool_call.fragments) if self.tool_call else self.n_tokens
+
+    def answer(self) -> str:
+        """The whole text answer."""
+        return answer_text(self.n_tokens) if self.reply is None else self.reply
+
+    def pieces(self) -> list[str]:
+        """The text answer as streamed, one piece per token."""
+        if self.reply is None:
+            return [token(i) for i in range(self.n_tokens)]
+        words = self.reply.split(" ")
+        return [words[0], *(" " + w for w in words[1:])]
 
 
 def tool_name(tool: Any) -> str | None:

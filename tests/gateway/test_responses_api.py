@@ -164,13 +164,13 @@ async def test_translate_mid_stream_death(start_sim: SimFactory,
     check_events(events)
 
 
-async def test_unsupported_field_is_400(start_sim: SimFactory,
-                                        start_gateway: GatewayFactory) -> None:
+async def test_a_forced_hosted_tool_is_400(start_sim: SimFactory,
+                                           start_gateway: GatewayFactory) -> None:
     sim, gw = await chat_only(start_sim, start_gateway)
     with pytest.raises(openai.BadRequestError) as info:
-        await gw.openai().responses.create(model="m1", input="x",
-                                           tools=[{"type": "web_search"}])
-    assert info.value.body["param"].startswith("tools")
+        await gw.openai().responses.create(model="m1", input="x", tools=[{"type": "web_search"}],
+                                           tool_choice={"type": "web_search"})
+    assert info.value.body["param"] == "tool_choice"
     assert chat_calls(sim) == []
 
 

@@ -2,12 +2,24 @@ from typing import Any
 
 import pytest
 
-from lb.responses.conformance import EVENT_FIELDS, EVENT_TYPES, REQUIRED_RESPONSE_KEYS, problems
+from lb.responses.conformance import (
+    CUSTOM_TOOL_EVENT_TYPES,
+    EVENT_FIELDS,
+    EVENT_TYPES,
+    REQUIRED_RESPONSE_KEYS,
+    SPEC_EVENT_TYPES,
+    problems,
+)
 from lb.responses.shape import complete_response
 
 
-def test_the_closed_set_has_24_event_types_and_each_has_its_fields() -> None:
-    assert len(EVENT_TYPES) == 24
+def test_the_closed_set_has_24_event_types_plus_custom_tools_and_each_has_its_fields() -> None:
+    assert len(SPEC_EVENT_TYPES) == 24
+    assert EVENT_TYPES == SPEC_EVENT_TYPES | CUSTOM_TOOL_EVENT_TYPES
+    assert {
+        "response.custom_tool_call_input.delta",
+        "response.custom_tool_call_input.done",
+    } == CUSTOM_TOOL_EVENT_TYPES
     assert EVENT_FIELDS.keys() == EVENT_TYPES
     assert len(REQUIRED_RESPONSE_KEYS) == len(set(REQUIRED_RESPONSE_KEYS)) == 32
 

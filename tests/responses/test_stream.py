@@ -8,9 +8,11 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from lb.responses.freeform import custom_arguments
 from lb.responses.ids import IdMaker
 from lb.responses.shape import problems
 from lb.responses.stream import DONE, ChatToResponsesStream, encode
+from lb.responses.tools import tool_table
 
 Json = dict[str, Any]
 Splitter = Callable[[str], list[str]]
@@ -22,6 +24,14 @@ USAGE = {
     "completion_tokens_details": {"reasoning_tokens": 2},
 }
 TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
+# An agent's tools: calls of these come back namespaced or as custom tool calls; the plain
+# function names of the scenarios (get_weather, get_time) are not declared and come back as is.
+AGENT_TOOLS = tool_table([
+    {"type": "namespace", "name": "multi_agent_v1", "tools": [
+        {"type": "function", "name": "spawn_agent"}]},
+    {"type": "custom", "name": "apply_patch"},
+])
+PATCH = '*** Begin Patch\n+say "hi" \\o/ é\n*** End Patch'
 
 
 def machine() -> ChatToResponsesStream:
@@ -31,6 +41,7 @@ def machine() -> ChatToResponsesStream:
         created_at=1000,
         ids=IdMaker(random.Random(5)),
         clock=lambda: 1003.7,
+        tools=AGENT_TOOLS,
     )
 
 
@@ -109,17 +120,21 @@ LETTERS = {
     "response.reasoning.done": "S",
     "response.function_call_arguments.delta": "A",
     "response.function_call_arguments.done": "B",
+    "response.custom_tool_call_input.delta": "C",
+    "response.custom_tool_call_input.done": "E",
     "response.output_item.done": "X",
 }
 GRAMMAR = {
     "message": ("PD*TQX", "PD*"),
     "reasoning": ("PR*SQX", "PR*"),
     "function_call": ("A*BX", "A*"),
+    "custom_tool_call": ("C*EX", "C*"),
 }  # (finished, cut short by an error)
 TEXT_OF = {
     "message": ("delta", "text"),
     "reasoning": ("delta", "text"),
     "function_call": ("delta", "arguments"),
+    "custom_tool_call": ("delta", "input"),
 }
 
 
@@ -188,13 +203,17 @@ def check_item(events: list[Json], start: int, final: Json) -> int:
 def _text_of(item: Json) -> str:
     if item["type"] == "function_call":
         return str(item["arguments"])
+    if item["type"] == "custom_tool_call":
+        return str(item["input"])
     return str(item["content"][0]["text"])
 
 
 def shapes(response: Json) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for item in response["output"]:
-        detail = (item["call_id"], item["name"]) if item["type"] == "function_call" else ()
+        detail: tuple[Any, ...] = ()
+        if item["type"] in ("function_call", "custom_tool_call"):
+            detail = (item["call_id"], item.get("namespace"), item["name"])
         out.append((item["type"], item["status"], *detail, _text_of(item)))
     return out
 
@@ -209,7 +228,7 @@ SCENARIOS: dict[str, tuple[list[tuple[Any, ...]], str, list[tuple[Any, ...]]]] =
     "one tool call": (
         [("tool", 0, "call_a", "get_weather", ARGS), ("finish", "tool_calls")],
         "response.completed",
-        [("function_call", "completed", "call_a", "get_weather", ARGS)],
+        [("function_call", "completed", "call_a", None, "get_weather", ARGS)],
     ),
     "two tool calls": (
         [
@@ -220,8 +239,8 @@ SCENARIOS: dict[str, tuple[list[tuple[Any, ...]], str, list[tuple[Any, ...]]]] =
         ],
         "response.completed",
         [
-            ("function_call", "completed", "call_a", "get_weather", ARGS),
-            ("function_call", "completed", "call_b", "get_time", "{}"),
+            ("function_call", "completed", "call_a", None, "get_weather", ARGS),
+            ("function_call", "completed", "call_b", None, "get_time", "{}"),
         ],
     ),
     "text and a tool call": (
@@ -233,7 +252,7 @@ SCENARIOS: dict[str, tuple[list[tuple[Any, ...]], str, list[tuple[Any, ...]]]] =
         "response.completed",
         [
             ("message", "completed", "Let me check."),
-            ("function_call", "completed", "call_a", "get_weather", ARGS),
+            ("function_call", "completed", "call_a", None, "get_weather", ARGS),
         ],
     ),
     "reasoning and text": (
@@ -258,7 +277,7 @@ SCENARIOS: dict[str, tuple[list[tuple[Any, ...]], str, list[tuple[Any, ...]]]] =
         "response.completed",
         [
             ("reasoning", "completed", "Hmm, weather."),
-            ("function_call", "completed", "call_a", "get_weather", ARGS),
+            ("function_call", "completed", "call_a", None, "get_weather", ARGS),
         ],
     ),
     "length cut-off": (
@@ -271,8 +290,43 @@ SCENARIOS: dict[str, tuple[list[tuple[Any, ...]], str, list[tuple[Any, ...]]]] =
         "response.incomplete",
         [
             ("message", "completed", "Sure."),
-            ("function_call", "incomplete", "call_a", "get_weather", '{"ci'),
+            ("function_call", "incomplete", "call_a", None, "get_weather", '{"ci'),
         ],
+    ),
+    "a custom tool call": (
+        [("tool", 0, "call_p", "apply_patch", custom_arguments(PATCH)), ("finish", "tool_calls")],
+        "response.completed",
+        [("custom_tool_call", "completed", "call_p", None, "apply_patch", PATCH)],
+    ),
+    "text, a namespaced call and a custom call": (
+        [
+            ("content", "Two things."),
+            ("tool", 0, "call_s", "multi_agent_v1__spawn_agent", ARGS),
+            ("tool", 1, "call_p", "apply_patch", custom_arguments(PATCH)),
+            ("finish", "tool_calls"),
+            ("usage", USAGE),
+        ],
+        "response.completed",
+        [
+            ("message", "completed", "Two things."),
+            ("function_call", "completed", "call_s", "multi_agent_v1", "spawn_agent", ARGS),
+            ("custom_tool_call", "completed", "call_p", None, "apply_patch", PATCH),
+        ],
+    ),
+    "a custom call that is not our object": (
+        [("tool", 0, "call_p", "apply_patch", "raw patch text"), ("finish", "tool_calls")],
+        "response.completed",
+        [("custom_tool_call", "completed", "call_p", None, "apply_patch", "raw patch text")],
+    ),
+    "length cut-off in a custom call": (
+        [("tool", 0, "call_p", "apply_patch", '{"input": "*** Beg'), ("finish", "length")],
+        "response.incomplete",
+        [("custom_tool_call", "incomplete", "call_p", None, "apply_patch", "*** Beg")],
+    ),
+    "mid-stream error in a custom call": (
+        [("tool", 0, "call_p", "apply_patch", '{"input": "half'), ("error", "boom")],
+        "response.failed",
+        [("custom_tool_call", "incomplete", "call_p", None, "apply_patch", "half")],
     ),
     "mid-stream error": (
         [
@@ -380,7 +434,7 @@ def test_fail_from_the_relay_mid_item_and_then_nothing_more() -> None:
     )
     events += stream.fail("upstream_error", "the backend went away")
     check_events(events)
-    assert shapes(stream.response) == [("function_call", "incomplete", "c", "f", '{"a')]
+    assert shapes(stream.response) == [("function_call", "incomplete", "c", None, "f", '{"a')]
     assert stream.finish() == []
     assert stream.fail("x", "y") == []
     assert stream.feed(delta_chunk({"content": "late"})) == []
@@ -418,7 +472,7 @@ def test_a_tool_call_whose_name_comes_later_is_announced_with_it() -> None:
     events += stream.finish()
     check_events(events)
     assert shapes(stream.response) == [
-        ("function_call", "completed", "call_x", "search", '{"q": "cats"}')
+        ("function_call", "completed", "call_x", None, "search", '{"q": "cats"}')
     ]
 
 
@@ -453,8 +507,8 @@ def test_whole_tool_calls_without_index_in_one_delta() -> None:
     events += stream.finish()
     check_events(events)
     assert shapes(stream.response) == [
-        ("function_call", "completed", "call_1", "a", "{}"),
-        ("function_call", "completed", "call_2", "b", '{"x":1}'),
+        ("function_call", "completed", "call_1", None, "a", "{}"),
+        ("function_call", "completed", "call_2", None, "b", '{"x":1}'),
     ]
 
 
