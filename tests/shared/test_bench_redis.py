@@ -3,7 +3,6 @@ build, and every process it started (redis-server included) stopped by PID."""
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 
@@ -12,15 +11,7 @@ from bench.summary import find, summarize_cells
 from bench.targets import fleetlb_config
 from bench.workloads import QUICK
 from lb.config import parse_config
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ")[1][0] != "Z"
+from tests.test_bench import _alive
 
 
 def test_the_redis_config_is_valid() -> None:
