@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 3, quick: 2)")
     parser.add_argument("--chunk-gap-ms", type=float,
                         help=f"gap between two stream chunks (default: {FULL.chunk_gap_ms:g})")
+    parser.add_argument("--client-keys", type=int, default=0, metavar="N",
+                        help="configure N named [[keys]] (with limits) in each fleetlb build that "
+                             "has lb/teams; the bench's key is one of them (default: 0, one "
+                             "[server] api_keys key)")
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency percentiles "
                                                   "(needs matplotlib)")
@@ -134,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan = plan.only(args.workloads)
         except ValueError as exc:
             _parser().error(str(exc))
+    if args.client_keys:
+        plan = dataclasses.replace(plan, client_keys=args.client_keys)
     if args.chunk_gap_ms is not None:
         plan = dataclasses.replace(plan, chunk_gap_ms=args.chunk_gap_ms)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

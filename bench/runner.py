@@ -104,7 +104,7 @@ class Bench:
         try:
             backend_url = self._start_backend()
             run.pids += [c.pid for c in self._children]
-            self._start_targets(Context(backend_url, self.workdir), run)
+            self._start_targets(Context(backend_url, self.workdir, self.plan.client_keys), run)
             run.pids += [t.child.pid for t in self.targets if t.child is not None]
             run.pids += [h.pid for t in self.targets for h in t.helpers]
             self._loadgen = LoadGen(self.workdir)

@@ -54,6 +54,7 @@ class Target:
 class Context:
     backend_url: str
     workdir: Path
+    client_keys: int = 0  # named [[keys]] for fleetlb builds that know them (lb/teams)
 
 
 Starter = Callable[[Context], Target]
@@ -97,16 +98,34 @@ models = ["{FAST_MODEL}", "{SLOW_MODEL}"]
 """
 
 
+def client_keys_toml(n: int) -> str:
+    """`n` named keys with limits too high to refuse the bench; the last one is the bench's, so
+    model access and every limit are checked on each request."""
+    entries = [f'[[keys]]\nname = "team-{i}"\nkey = "sk-bench-team-{i}"\nrpm = 600\n'
+               for i in range(n - 1)]
+    entries.append(f'[[keys]]\nname = "bench"\nkey = "{CLIENT_KEY}"\nmodels = ["bench*"]\n'
+                   "rpm = 100000000\ntpm = 1000000000\nmax_in_flight = 100000\n")
+    return "\n" + "\n".join(entries)
+
+
 def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Target:
     """fleetlb from the source tree `tree` (`python -m lb` there imports that tree's lb), so two
     builds can be compared in one interleaved run."""
     port = free_port()
     config = ctx.workdir / f"{name}.toml"
-    config.write_text(fleetlb_config(port, ctx.backend_url, ctx.workdir / f"{name}.db"))
+    text = fleetlb_config(port, ctx.backend_url, ctx.workdir / f"{name}.db")
+    teams = ctx.client_keys and (tree / "lb" / "teams").is_dir()
+    if teams:
+        text = text.replace(f'api_keys = ["{CLIENT_KEY}"]\n', "") + client_keys_toml(
+            ctx.client_keys)
+    config.write_text(text)
     # JSON access lines are rendered for every request and written to a file, as in production
     child = Child(name, [sys.executable, "-m", "lb", "serve", "--config", str(config),
                          "--log-format", "json"], ctx.workdir / f"{name}.log", cwd=tree)
     target = Target(name, _url(port), child, _bearer(CLIENT_KEY))
+    if ctx.client_keys:
+        target.notes.append(f"{ctx.client_keys} named [[keys]] with limits" if teams else
+                            "no lb/teams in this build: one [server] api_keys key")
     _started(target, lambda: child.wait_http(target.base_url + "/readyz", START_TIMEOUT_S))
     metrics = http_status(target.base_url + "/metrics", _bearer(ADMIN_KEY))
     target.notes.append("metrics on (/metrics answers)" if metrics == 200 else

@@ -62,6 +62,7 @@ class Plan:
     hold: Workload | None  # None: no held streams this run
     slow_chunks: int  # the held streams: this many events...
     slow_gap_ms: float  # ...this far apart
+    client_keys: int = 0  # named [[keys]] in fleetlb's config (lb.teams), the bench's among them
 
     def scaled(self, factor: float, rounds: int | None = None) -> Plan:
         """Smaller (or larger) counts and time limits, for tests and quick looks."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 
-from lb.config import Config
+from lb.config import Config, KeyConfig
 from lb.endpoints import Fleet
 from lb.routing import Router
+from lb.teams.table import KeyTable
 
 
 def describe_config(config: Config) -> str:
@@ -38,7 +39,39 @@ def describe_config(config: Config) -> str:
         lines.append(f"  {name}: no endpoint lists '{policies[name].upstream_name}' yet "
                      "(the prober may discover it)")
     lines.extend(_shared_state(config))
+    lines.extend(describe_keys(config))
     return "\n".join(lines)
+
+
+def describe_keys(config: Config) -> list[str]:
+    """The client keys table: names, where each secret comes from (never the secret), models,
+    limits, priority."""
+    table = KeyTable.from_config(config)
+    entries = {k.name: k for k in config.keys}
+    rows: list[tuple[str, ...]] = [("name", "key", "models", "rpm", "tpm", "max_in_flight",
+                                    "priority")]
+    for team in table.teams:
+        entry = entries.get(team.name)
+        limits = team.limits
+        rows.append((team.name, _key_source(config, entry), ", ".join(team.models)
+                     if team.models is not None else "all",
+                     *(str(v) if v is not None else "-" for v in
+                       (limits.rpm, limits.tpm, limits.max_in_flight)), team.priority))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    header = "keys: open (no client key; every request is 'default')" if table.is_open \
+        else f"keys: {len(table.teams)} named"
+    return [header, *("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
+                      .rstrip() for r in rows)]
+
+
+def _key_source(config: Config, entry: KeyConfig | None) -> str:
+    """Where a key comes from, never the key."""
+    if entry is None or (entry.key is None and entry.key_sha256 is None):
+        n = len(config.server.api_keys or ())
+        return f"{n} from [server] api_keys" if entry is None or n else "none"
+    if entry.key_env:
+        return f"${entry.key_env}"
+    return "sha256" if entry.key_sha256 else "inline"
 
 
 def _shared_state(config: Config) -> list[str]:

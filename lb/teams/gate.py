@@ -11,8 +11,8 @@ import math
 from collections.abc import Callable
 
 from lb.errors import KeyRateLimited, ModelNotFound
-from lb.teams.limits import Decision, LimitState, LocalLimits, Quota
-from lb.teams.stats import KeyStats
+from lb.teams.limits import Decision, LimitState, LocalLimits
+from lb.teams.stats import KeyStats, KeyTotals
 from lb.teams.table import Team
 from lb.usage import Usage
 
@@ -23,12 +23,14 @@ _LIMIT_WORDS = {"rpm": "requests per minute", "tpm": "tokens per minute",
 class Ticket:
     """One admitted model call; `finish()` is idempotent and must be called on every path."""
 
-    __slots__ = ("_gate", "decision", "is_finished", "team")
+    __slots__ = ("_gate", "decision", "is_finished", "team", "totals")
 
-    def __init__(self, gate: KeyGate, team: Team, decision: Decision) -> None:
+    def __init__(self, gate: KeyGate, team: Team, decision: Decision,
+                 totals: KeyTotals) -> None:
         self._gate = gate
         self.team = team
         self.decision = decision
+        self.totals = totals
         self.is_finished = False
 
     def finish(self, usage: Usage | None) -> None:
@@ -66,11 +68,11 @@ class KeyGate:
                 limit_headers=limit_headers(decision))
         totals.requests += 1
         totals.in_flight += 1
-        return Ticket(self, team, decision)
+        return Ticket(self, team, decision, totals)
 
     def finish(self, ticket: Ticket, usage: Usage | None) -> None:
         name = ticket.team.name
-        totals = self.stats.of(name)
+        totals = ticket.totals
         totals.in_flight -= 1
         tokens = 0
         if usage is not None:
@@ -82,21 +84,21 @@ class KeyGate:
 
 def limit_headers(decision: Decision) -> dict[str, str]:
     headers: dict[str, str] = {}
-    _put(headers, "requests", decision.requests)
-    _put(headers, "tokens", decision.tokens)
+    requests, tokens = decision.requests, decision.tokens
+    if requests is not None:
+        headers["x-ratelimit-limit-requests"] = str(requests.limit)
+        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        headers["x-ratelimit-reset-requests"] = duration(requests.reset_s)
+    if tokens is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        headers["x-ratelimit-reset-tokens"] = duration(tokens.reset_s)
     return headers
-
-
-def _put(headers: dict[str, str], what: str, quota: Quota | None) -> None:
-    if quota is not None:
-        headers[f"x-ratelimit-limit-{what}"] = str(quota.limit)
-        headers[f"x-ratelimit-remaining-{what}"] = str(quota.remaining)
-        headers[f"x-ratelimit-reset-{what}"] = duration(quota.reset_s)
 
 
 def duration(seconds: float) -> str:
     """OpenAI's (Go's) duration spelling: `120ms`, `1.5s`, `6m0s`."""
-    ms = max(0, math.ceil(seconds * 1000))
+    ms = math.ceil(seconds * 1000) if seconds > 0 else 0
     if ms < 1000:
         return f"{ms}ms"
     minutes, ms = divmod(ms, 60_000)

@@ -77,7 +77,7 @@ class Window:
         return 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on every call, and a frozen init costs 3x
 class Quota:
     """One limit as the x-ratelimit-* headers tell it."""
 
@@ -86,7 +86,7 @@ class Quota:
     reset_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
     admitted: bool
     requests: Quota | None = None  # None when the key has no rpm
@@ -142,26 +142,36 @@ class LocalLimits:
 
     def decide(self, state: _KeyState, limits: KeyLimits, now: float) -> Decision:
         requests, tokens = state.requests, state.tokens
-        requests.roll(now)
+        if now >= requests.start + WINDOW_S:
+            requests.roll(now)
         if limits.is_unlimited:
             requests.current += 1
             state.in_flight += 1
             return UNLIMITED
-        tokens.roll(now)
+        if now >= tokens.start + WINDOW_S:
+            tokens.roll(now)
         rpm, tpm, max_in_flight = limits.rpm, limits.tpm, limits.max_in_flight
+        used_requests = requests.used(now) if rpm is not None else 0.0
+        used_tokens = tokens.used(now) if tpm is not None else 0.0
         refused: LimitName | None = None
         wait = 0.0
-        if rpm is not None and (wait := requests.wait_for(1.0, rpm, now)) > 0:
-            refused = "rpm"
-        elif tpm is not None and (wait := tokens.wait_for(1.0, tpm, now)) > 0:
-            refused = "tpm"
+        if rpm is not None and used_requests + 1.0 > rpm:
+            refused, wait = "rpm", requests.wait_for(1.0, rpm, now)
+        elif tpm is not None and used_tokens + 1.0 > tpm:
+            refused, wait = "tpm", tokens.wait_for(1.0, tpm, now)
         elif max_in_flight is not None and state.in_flight >= max_in_flight:
             refused, wait = "max_in_flight", IN_FLIGHT_RETRY_S
         if refused is None:
             requests.current += 1
+            used_requests += 1.0
             state.in_flight += 1
-        return Decision(refused is None, _quota(requests, rpm, now), _quota(tokens, tpm, now),
-                        refused, wait)
+        return Decision(
+            refused is None,
+            None if rpm is None else
+            Quota(rpm, max(0, int(rpm - used_requests)), requests.until_empty(now)),
+            None if tpm is None else
+            Quota(tpm, max(0, int(tpm - used_tokens)), tokens.until_empty(now)),
+            refused, wait)
 
     def finish(self, name: str, tokens: int, now: float) -> None:
         state = self._keys.get(name)
@@ -180,10 +190,3 @@ class LocalLimits:
         state.tokens.roll(now)
         return WindowView(state.in_flight, math.ceil(state.requests.used(now)),
                           math.ceil(state.tokens.used(now)))
-
-
-def _quota(window: Window, limit: int | None, now: float) -> Quota | None:
-    if limit is None:
-        return None
-    used = window.used(now)
-    return Quota(limit, max(0, math.floor(limit - used)), window.until_empty(now))

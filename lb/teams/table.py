@@ -21,9 +21,11 @@ class KeyLimits:
     tpm: int | None = None
     max_in_flight: int | None = None
 
-    @property
-    def is_unlimited(self) -> bool:
-        return self.rpm is None and self.tpm is None and self.max_in_flight is None
+    is_unlimited: bool = field(init=False, compare=False)  # read on every call: computed once
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_unlimited", self.rpm is None and self.tpm is None
+                           and self.max_in_flight is None)
 
 
 @dataclass(slots=True, eq=False)
