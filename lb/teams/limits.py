@@ -14,6 +14,11 @@ share it (issue 14, `[limits] shared = true`) without the request path changing:
   when an instance dies.
 - `window(name, now)` reads the current window for /admin/keys.
 
+The gate holds one `LimitState` for the app's life (`KeyGate.limits`, built in lb/app.py): a
+shared implementation is handed to `KeyGate(clock, limits)` there, or set on `app[KEY_GATE].limits`
+by the lifespan that opens its Redis link, before the first request. Totals for /admin/keys and the
+metrics (lb.teams.stats) and the `fleetlb_key_in_flight` gauge stay per instance either way.
+
 Windows are sliding-window counters: the count of the current fixed minute plus the previous
 minute's count weighted by how much of it still overlaps the last 60 s (two numbers per limit, one
 INCR each in Redis). A call is admitted while `used + 1 <= rpm` and while `used tokens < tpm`: a
