@@ -16,6 +16,7 @@ from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import PASSTHROUGH, StreamFraming, relay
 from lb.responses.modes import model_mode
+from lb.routing import ANY_KIND, EMBEDDINGS
 from lb.runtime import Runtime
 from lb.upstream import UpstreamCall, forwardable_headers
 
@@ -43,6 +44,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def openai_proxy(path: str) -> Handler:
+    is_generation = path != "/embeddings"  # embeddings: no prompt prefix worth following
+    surface = ANY_KIND if is_generation else EMBEDDINGS
+
     async def handle(request: web.Request) -> web.StreamResponse:
         runtime = request.app[RUNTIME].current
         record = record_of(request)
@@ -50,7 +54,7 @@ def openai_proxy(path: str) -> Handler:
         record.model, record.stream = payload.model, payload.stream
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
-                                   prompt=payload.routing_text)
+                                   surface, payload.routing_text if is_generation else None)
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
                             payload.for_upstream(plan.pool.upstream), record.request_id)
         exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)
