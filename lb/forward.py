@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 import structlog
 
 from lb.admission import Admission
+from lb.backend.connection import Reply
 from lb.endpoints import Endpoint, Fleet, Lease
 from lb.errors import (
     ApiError,
@@ -22,17 +22,22 @@ from lb.errors import (
     GatewayTimeout,
     NoUsableEndpoint,
     RateLimited,
+    StreamBroken,
+    UpstreamAuthFailed,
     UpstreamError,
     UpstreamStatus,
     UpstreamTimeout,
 )
 from lb.health import PassiveHealth
 from lb.observe import current_record
+from lb.redact import NO_SECRETS, Redactor
 from lb.routing import AttemptPlan, Verdict
-from lb.upstream import Upstream, UpstreamCall, first_chunk, read_body
+from lb.upstream import Upstream, UpstreamCall
 
 INLINE_BODY_BYTES = 256 << 10  # non-stream bodies up to this are read whole and sent in one write
-_ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we quote in logs
+_ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we read to quote
+_ERROR_SNIPPET_CHARS = 200  # how much of it (redacted) the error message quotes
+_AUTH_STATUSES = frozenset({401, 403})
 
 log = structlog.get_logger("lb.forward")
 
@@ -43,12 +48,13 @@ class Exchange:
 
     endpoint: Endpoint
     lease: Lease
-    response: aiohttp.ClientResponse
+    response: Reply
     attempts: int
     is_sse: bool
     body: bytes | None = None  # whole body when small and not a stream
     first: bytes = b""  # first bytes of a streamed body, read before committing to it
     interrupted: ApiError | None = None  # set when the gateway itself ended the relay (shutdown)
+    redactor: Redactor = NO_SECRETS  # what quoting this backend's text must pass (lb.redact)
 
     def interrupt(self, reason: ApiError) -> None:
         """End the relay from outside: the upstream body breaks at once and the relay, seeing
@@ -89,13 +95,15 @@ class NoObserver:
 class Forwarder:
     def __init__(self, fleet: Fleet, upstream: Upstream, admission: Admission,
                  health: PassiveHealth, *, max_attempts: int,
-                 observer: ForwardObserver | None = None) -> None:
+                 observer: ForwardObserver | None = None,
+                 redactor: Redactor = NO_SECRETS) -> None:
         self._fleet = fleet
         self._upstream = upstream
         self._admission = admission
         self._health = health
         self._max_attempts = max_attempts
         self._observer = observer or NoObserver()
+        self._redactor = redactor
 
     async def open(self, plan: AttemptPlan, call_for: CallFor) -> Exchange:
         """The first attempt that answers; `call_for` builds what to send to each endpoint."""
@@ -123,6 +131,7 @@ class Forwarder:
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))
             except UpstreamError as exc:
+                exc.redact(self._redactor.text)  # it may quote the backend: before any use
                 failures.append(exc)
                 self._failed(choice, exc, len(plan.tried))
                 continue
@@ -138,18 +147,25 @@ class Forwarder:
 
     async def _attempt(self, endpoint: Endpoint, call: UpstreamCall, attempt: int) -> Exchange:
         lease = self._fleet.lease(endpoint)
-        resp: aiohttp.ClientResponse | None = None
+        resp: Reply | None = None
         try:
             resp = await self._upstream.send(endpoint, call)
             if resp.status >= 500 or resp.status == 429:
-                raise await _status_error(endpoint, resp)
+                raise await _status_error(endpoint, resp, self._redactor)
+            if resp.status in _AUTH_STATUSES:
+                raise UpstreamAuthFailed(f"{endpoint.name} refused fleetlb's credentials "
+                                         f"({resp.status}): check its api_key")
             is_sse = resp.content_type == "text/event-stream"
-            exchange = Exchange(endpoint, lease, resp, attempt, is_sse)
+            exchange = Exchange(endpoint, lease, resp, attempt, is_sse, redactor=self._redactor)
             if not is_sse and _is_small(resp):
-                exchange.body = await read_body(resp, endpoint.name)
+                exchange.body = await resp.read()
+            elif not is_sse and resp.status >= 400:
+                # an error body of unknown or large size: read its start whole, so that the
+                # relay can redact it like any other error body
+                exchange.body = await resp.read_at_most(INLINE_BODY_BYTES)
             elif resp.status < 300:
                 # wait for the first bytes: a backend that dies before them can still fail over
-                exchange.first = await first_chunk(resp, endpoint.name)
+                exchange.first = await _first_chunk(resp, endpoint.name)
             return exchange
         except BaseException:
             if resp is not None:
@@ -175,19 +191,29 @@ class Forwarder:
                         eject_for_s=self._health.eject_for_s)
 
 
-def _is_small(resp: aiohttp.ClientResponse) -> bool:
+async def _first_chunk(resp: Reply, endpoint: str) -> bytes:
+    try:
+        return await resp.chunk()
+    except StreamBroken as exc:
+        if resp.is_timed_out:  # idle, counted from the headers: fail over as a timeout
+            raise UpstreamTimeout(f"{endpoint} sent its headers, then nothing") from exc
+        raise
+
+
+def _is_small(resp: Reply) -> bool:
     length = resp.content_length
     return length is not None and length <= INLINE_BODY_BYTES
 
 
-async def _status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse) -> UpstreamStatus:
+async def _status_error(endpoint: Endpoint, resp: Reply, redactor: Redactor) -> UpstreamStatus:
     try:
-        snippet = (await resp.content.read(_ERROR_SNIPPET_BYTES)).decode("utf-8", "replace")
-    except (aiohttp.ClientError, TimeoutError):
+        snippet = (await resp.chunk())[:_ERROR_SNIPPET_BYTES].decode("utf-8", "replace")
+    except UpstreamError:
         snippet = ""
-    return UpstreamStatus(f"{endpoint.name} answered {resp.status}: {snippet.strip()[:200]}",
+    return UpstreamStatus(f"{endpoint.name} answered {resp.status}: "
+                          f"{redactor.text(snippet.strip(), _ERROR_SNIPPET_CHARS)}",
                           upstream_status=resp.status,
-                          retry_after=resp.headers.get("Retry-After"))
+                          retry_after=resp.header("Retry-After"))
 
 
 def _final_error(failures: list[UpstreamError], plan: AttemptPlan) -> ApiError:
@@ -201,6 +227,9 @@ def _final_error(failures: list[UpstreamError], plan: AttemptPlan) -> ApiError:
     if isinstance(last, UpstreamStatus) and last.upstream_status == 429:
         return RateLimited(f"every endpoint tried is rate limited ({n} attempts): {summary}",
                            retry_after_s=_seconds(last.retry_after))
+    if all(isinstance(f, UpstreamAuthFailed) for f in failures):
+        return UpstreamAuthFailed(f"every endpoint tried refused fleetlb's credentials "
+                                  f"({n} attempts): {summary}")
     if all(isinstance(f, UpstreamTimeout) for f in failures):
         return GatewayTimeout(f"upstream timed out ({n} attempts): {summary}")
     return BadGateway(f"all {n} attempts failed: {summary}")

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
+from lb import nesting
 from lb.endpoints import Endpoint
 from lb.errors import StreamBroken, UpstreamError
 from lb.ndjson import NdjsonDecoder
@@ -74,13 +75,15 @@ async def _send(upstream: Upstream, endpoint: Endpoint, call: UpstreamCall,
                 progress: Progress | None) -> EndpointResult:
     result = EndpointResult(endpoint.name)
     try:
-        resp = await upstream.send(endpoint, call, is_long_running=True)
+        resp = await upstream.send_long(endpoint, call)
     except UpstreamError as exc:
         result.error = exc.message
         return result
     result.status = resp.status
     try:
-        if resp.status >= 300:
+        if resp.status in (401, 403):  # never quoted: the body may echo the key it was sent
+            result.error = f"{endpoint.name} refused fleetlb's credentials ({resp.status})"
+        elif resp.status >= 300:
             result.error = _error_text(await read_body(resp, endpoint.name), resp.status)
         elif resp.content_type == NDJSON:
             await _read_progress(body_chunks(resp, endpoint.name), result, progress)
@@ -129,6 +132,6 @@ def _error_text(body: bytes, status: int) -> str:
 
 def _json_or_none(body: bytes) -> Any:
     try:
-        return orjson.loads(body) if body.strip() else None
+        return nesting.loads(body) if body.strip() else None
     except orjson.JSONDecodeError:
         return None
