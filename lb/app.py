@@ -167,7 +167,8 @@ def _prober(rng: random.Random, clock: Callable[[], float]) -> CleanupContext:
         holder = app[RUNTIME]
         prober = Prober(lambda: holder.current.fleet, holder.current.config.probes,
                         app[UPSTREAM].session, clock=clock, rng=rng,
-                        log=structlog.get_logger("probes"))
+                        log=structlog.get_logger("probes"),
+                        redact=lambda text: holder.current.redactor.text(text))
         app[PROBES] = prober
         await prober.start()
         yield

@@ -214,14 +214,17 @@ class CacheAware:
 
 
 def _loads(usable: Sequence[Endpoint]) -> dict[str, float]:
-    """least_loaded's signal per endpoint: in flight plus the backend's own queue, per weight.
+    """The load per endpoint, per weight: what it runs and queues by the backend's own count
+    (vLLM running + waiting), or by our in-flight count when that is higher.
 
-    A queue the prober could not read (none yet, or its last probe failed) is unknown, not
-    empty: it counts as the mean of the known ones, so a silent endpoint draws no extra traffic.
+    Not their sum, as least_loaded has it: the backend's count includes our own requests, and
+    counting them twice would halve every imbalance margin. A queue the prober could not read
+    (none yet, or its last probe failed) is unknown, not empty: it counts as the mean of the
+    known ones, so a silent endpoint draws no extra traffic.
     """
     known = [ep.backend_queue for ep in usable if ep.backend_queue is not None]
     guess = sum(known) / len(known) if known else 0.0
-    return {ep.name: (ep.in_flight + (guess if ep.backend_queue is None else ep.backend_queue))
+    return {ep.name: max(ep.in_flight, guess if ep.backend_queue is None else ep.backend_queue)
             / ep.config.weight for ep in usable}
 
 

@@ -10,6 +10,7 @@ Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middlewar
     └── ApiError                         rendered to clients as {"error": {...}}
         ├── BadRequest          400 invalid_request_error
         │   └── InvalidJson     400 invalid_json
+        │       └── JsonTooDeep 400 json_too_deep (nested deeper than lb.nesting allows)
         ├── Unauthorized        401 invalid_api_key
         ├── Forbidden           403 permission_denied
         ├── NotFound            404 not_found
@@ -29,12 +30,14 @@ Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middlewar
             ├── UpstreamConnectError   connect refused/reset before the response headers
             ├── UpstreamTimeout        no response headers within timeouts.first_byte
             ├── UpstreamStatus         the backend answered 5xx or 429
+            ├── UpstreamAuthFailed     the backend refused fleetlb's credentials (401/403)
             └── StreamBroken           the backend died or went idle mid-body
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
 
 class FleetlbError(Exception):
@@ -79,6 +82,12 @@ class ApiError(FleetlbError):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def redact(self, clean: Callable[[str], str]) -> Self:
+        """The message with `clean` applied (lb.redact): for errors that quote backend text."""
+        self.message = clean(self.message)
+        self.args = (self.message,)
+        return self
+
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type,
                           "param": self.param, "code": self.code}}
@@ -98,6 +107,10 @@ class BadRequest(ApiError):
 
 class InvalidJson(BadRequest):
     code = "invalid_json"
+
+
+class JsonTooDeep(InvalidJson):
+    code = "json_too_deep"
 
 
 class Unauthorized(ApiError):
@@ -232,6 +245,13 @@ class UpstreamStatus(UpstreamError):
         super().__init__(message)
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+
+
+class UpstreamAuthFailed(UpstreamError):
+    """The backend answered 401/403: fleetlb's own credentials for it are wrong, a configuration
+    fault. Its body and headers are never relayed (it may echo the key it was sent)."""
+
+    code = "upstream_auth_failed"
 
 
 class StreamBroken(UpstreamError):

@@ -22,17 +22,21 @@ from lb.errors import (
     GatewayTimeout,
     NoUsableEndpoint,
     RateLimited,
+    UpstreamAuthFailed,
     UpstreamError,
     UpstreamStatus,
     UpstreamTimeout,
 )
 from lb.health import PassiveHealth
 from lb.observe import current_record
+from lb.redact import NO_SECRETS, Redactor
 from lb.routing import AttemptPlan, Verdict
-from lb.upstream import Upstream, UpstreamCall, first_chunk, read_body
+from lb.upstream import Upstream, UpstreamCall, first_chunk, read_at_most, read_body
 
 INLINE_BODY_BYTES = 256 << 10  # non-stream bodies up to this are read whole and sent in one write
-_ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we quote in logs
+_ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we read to quote
+_ERROR_SNIPPET_CHARS = 200  # how much of it (redacted) the error message quotes
+_AUTH_STATUSES = frozenset({401, 403})
 
 log = structlog.get_logger("lb.forward")
 
@@ -49,6 +53,7 @@ class Exchange:
     body: bytes | None = None  # whole body when small and not a stream
     first: bytes = b""  # first bytes of a streamed body, read before committing to it
     interrupted: ApiError | None = None  # set when the gateway itself ended the relay (shutdown)
+    redactor: Redactor = NO_SECRETS  # what quoting this backend's text must pass (lb.redact)
 
     def interrupt(self, reason: ApiError) -> None:
         """End the relay from outside: the upstream body breaks at once and the relay, seeing
@@ -89,13 +94,15 @@ class NoObserver:
 class Forwarder:
     def __init__(self, fleet: Fleet, upstream: Upstream, admission: Admission,
                  health: PassiveHealth, *, max_attempts: int,
-                 observer: ForwardObserver | None = None) -> None:
+                 observer: ForwardObserver | None = None,
+                 redactor: Redactor = NO_SECRETS) -> None:
         self._fleet = fleet
         self._upstream = upstream
         self._admission = admission
         self._health = health
         self._max_attempts = max_attempts
         self._observer = observer or NoObserver()
+        self._redactor = redactor
 
     async def open(self, plan: AttemptPlan, call_for: CallFor) -> Exchange:
         """The first attempt that answers; `call_for` builds what to send to each endpoint."""
@@ -123,6 +130,7 @@ class Forwarder:
             try:
                 exchange = await self._attempt(choice, call, len(plan.tried))
             except UpstreamError as exc:
+                exc.redact(self._redactor.text)  # it may quote the backend: before any use
                 failures.append(exc)
                 self._failed(choice, exc, len(plan.tried))
                 continue
@@ -142,11 +150,18 @@ class Forwarder:
         try:
             resp = await self._upstream.send(endpoint, call)
             if resp.status >= 500 or resp.status == 429:
-                raise await _status_error(endpoint, resp)
+                raise await _status_error(endpoint, resp, self._redactor)
+            if resp.status in _AUTH_STATUSES:
+                raise UpstreamAuthFailed(f"{endpoint.name} refused fleetlb's credentials "
+                                         f"({resp.status}): check its api_key")
             is_sse = resp.content_type == "text/event-stream"
-            exchange = Exchange(endpoint, lease, resp, attempt, is_sse)
+            exchange = Exchange(endpoint, lease, resp, attempt, is_sse, redactor=self._redactor)
             if not is_sse and _is_small(resp):
                 exchange.body = await read_body(resp, endpoint.name)
+            elif not is_sse and resp.status >= 400:
+                # an error body of unknown or large size: read its start whole, so that the
+                # relay can redact it like any other error body
+                exchange.body = await read_at_most(resp, endpoint.name, INLINE_BODY_BYTES)
             elif resp.status < 300:
                 # wait for the first bytes: a backend that dies before them can still fail over
                 exchange.first = await first_chunk(resp, endpoint.name)
@@ -180,12 +195,14 @@ def _is_small(resp: aiohttp.ClientResponse) -> bool:
     return length is not None and length <= INLINE_BODY_BYTES
 
 
-async def _status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse) -> UpstreamStatus:
+async def _status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse,
+                        redactor: Redactor) -> UpstreamStatus:
     try:
         snippet = (await resp.content.read(_ERROR_SNIPPET_BYTES)).decode("utf-8", "replace")
     except (aiohttp.ClientError, TimeoutError):
         snippet = ""
-    return UpstreamStatus(f"{endpoint.name} answered {resp.status}: {snippet.strip()[:200]}",
+    return UpstreamStatus(f"{endpoint.name} answered {resp.status}: "
+                          f"{redactor.text(snippet.strip(), _ERROR_SNIPPET_CHARS)}",
                           upstream_status=resp.status,
                           retry_after=resp.headers.get("Retry-After"))
 
@@ -201,6 +218,9 @@ def _final_error(failures: list[UpstreamError], plan: AttemptPlan) -> ApiError:
     if isinstance(last, UpstreamStatus) and last.upstream_status == 429:
         return RateLimited(f"every endpoint tried is rate limited ({n} attempts): {summary}",
                            retry_after_s=_seconds(last.retry_after))
+    if all(isinstance(f, UpstreamAuthFailed) for f in failures):
+        return UpstreamAuthFailed(f"every endpoint tried refused fleetlb's credentials "
+                                  f"({n} attempts): {summary}")
     if all(isinstance(f, UpstreamTimeout) for f in failures):
         return GatewayTimeout(f"upstream timed out ({n} attempts): {summary}")
     return BadGateway(f"all {n} attempts failed: {summary}")

@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from lb.appstate import DRAIN, METRICS, PROBES, RUNTIME, record_of
-from lb.errors import PayloadTooLarge
+from lb.errors import BadGateway, PayloadTooLarge
 from lb.forward import Exchange
 from lb.metrics import CONTENT_TYPE
 from lb.observe import RequestRecord
@@ -24,7 +24,11 @@ OPENAI_PATHS = ("/chat/completions", "/completions", "/embeddings")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    try:
+        body = orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:  # only a backend's document could be unwritable
+        raise BadGateway(f"fleetlb cannot write this answer as JSON: {exc}") from exc
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -69,7 +73,8 @@ async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
     drain.relaying(exchange)  # a drain that runs out of time interrupts it
     try:
         response, outcome = await relay(request, exchange, record, framing, headers)
-        abort = outcome.client_gone or outcome.broken is not None or outcome.interrupted
+        abort = (outcome.client_gone or outcome.broken is not None or outcome.interrupted
+                 or outcome.failed)
     finally:
         drain.relayed()
         exchange.close(abort=abort)
@@ -80,6 +85,8 @@ async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
         record.outcome = "client_gone"
     elif outcome.interrupted:
         record.outcome = "interrupted"
+    elif outcome.failed:
+        record.outcome, record.error = "error", "fleetlb could not relay the rest of the stream"
     else:
         runtime.forwarder.succeeded(exchange.endpoint)
     return response

@@ -26,6 +26,7 @@ from lb.errors import (
     Unauthorized,
 )
 from lb.observe import RequestRecord, begin_request, new_request_id
+from lb.redact import NO_SECRETS, Redactor
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_ID_CHARS = 128  # a longer client id is replaced: it would bloat every log line
@@ -57,8 +58,24 @@ def error_response(exc: ApiError, rid: str, path: str = "/") -> web.Response:
     headers = {"X-Request-ID": rid, **exc.headers()}
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return web.Response(status=exc.status, body=orjson.dumps(error_shape(path)(exc)),
-                        content_type="application/json", headers=headers)
+    shape = error_shape(path)
+    try:
+        body = orjson.dumps(shape(exc))
+    except orjson.JSONEncodeError:  # text that is not Unicode (a lone surrogate): say less
+        body = orjson.dumps(_unicode(shape(exc)))
+    return web.Response(status=exc.status, body=body, content_type="application/json",
+                        headers=headers)
+
+
+def _unicode(value: Any) -> Any:
+    """`value` with every string made valid Unicode (what cannot be encoded becomes '?')."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, dict):
+        return {_unicode(k): _unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unicode(v) for v in value]
+    return value
 
 
 def _guard(request: web.Request) -> None:
@@ -96,7 +113,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         _guard(request)
         response = await handler(request)
     except ApiError as exc:
-        response = _failed(record, exc, rid)
+        response = _failed(record, exc, rid, app[RUNTIME].current.redactor)
     except web.HTTPException as exc:
         response = _failed(record, _from_http(exc), rid)
     except asyncio.CancelledError:
@@ -108,9 +125,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = _failed(record, ShuttingDown("fleetlb is shutting down: the request "
                                                 "outlasted the drain period"), rid)
         record.outcome = "interrupted"
-    except Exception as exc:
+    except Exception:
+        # a bug: logged once, as one JSON line with the request id (the record's context) and
+        # the traceback inside it; the client learns only that it happened and under what id
         log.exception("unhandled_error")
-        response = _failed(record, ApiError(f"internal error: {type(exc).__name__}"), rid)
+        response = _failed(record, ApiError(f"internal error (request id {rid})"), rid)
     finally:
         drain.end(task)
     if not response.prepared:
@@ -126,6 +145,8 @@ def _account(app: web.Application, record: RequestRecord) -> None:
     app[METRICS].observe(record)
 
 
-def _failed(record: RequestRecord, exc: ApiError, rid: str) -> web.Response:
+def _failed(record: RequestRecord, exc: ApiError, rid: str,
+            redactor: Redactor = NO_SECRETS) -> web.Response:
+    exc.redact(redactor.text)  # the last guard: the client's error and its access line
     record.outcome, record.error = "error", exc.message
     return error_response(exc, rid, record.path)

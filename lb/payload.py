@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from lb.errors import BadRequest, InvalidJson
+from lb import nesting
+from lb.errors import BadRequest, InvalidJson, JsonTooDeep
 from lb.prefix import routing_text
 
 SESSION_HEADER = "X-Session-ID"
@@ -46,7 +47,9 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise BadRequest("The request body is empty; expected a JSON object")
     try:
-        data = orjson.loads(raw)
+        data = nesting.loads(raw)
+    except nesting.TooDeep as exc:
+        raise JsonTooDeep(f"The request body is nested too deeply: {exc}") from None
     except orjson.JSONDecodeError as exc:
         raise InvalidJson(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
+import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -26,6 +27,12 @@ from lb.upstream import body_chunks, returnable_headers
 from lb.usage import OLLAMA_USAGE_KEY, USAGE_KEY, find_usage
 
 NDJSON = "application/x-ndjson"  # Ollama's streams
+# A slow reader: above this many bytes queued for the client, aiohttp's write waits for the client
+# (it drains every 64 KiB written), and while it waits nothing reads upstream, so the backend is
+# paused by TCP, not buffered here (lb.upstream bounds the upstream side).
+CLIENT_HIGH_WATER_BYTES = 64 << 10
+
+log = structlog.get_logger("lb.relay")
 
 
 class Decoder(Protocol):
@@ -93,6 +100,7 @@ NDJSON_LINES = NdjsonLines()
 @dataclass(slots=True)
 class RelayOutcome:
     broken: UpstreamError | None = None  # the backend failed mid-body
+    failed: bool = False  # fleetlb could not go on (a bug, logged); the stream ended with an error
     client_gone: bool = False
     interrupted: bool = False  # the gateway ended it (shutdown): not the backend's fault
 
@@ -100,6 +108,9 @@ class RelayOutcome:
 def response_headers(exchange: Exchange, record: RequestRecord,
                      extra: dict[str, str] | None = None) -> CIMultiDict[str]:
     headers = returnable_headers(exchange.response.headers)
+    if exchange.response.status >= 400:  # an error answer may echo what the backend was sent
+        clean = exchange.redactor.text
+        headers = CIMultiDict((k, clean(v)) for k, v in headers.items())
     if extra:
         headers.update(extra)
     headers["X-Request-ID"] = record.request_id
@@ -121,12 +132,15 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
         record.bytes_out = len(body)
         if exchange.response.status < 300:
             record.usage = find_usage(body)
+        else:
+            body = exchange.redactor.bytes(body)
         return web.Response(status=exchange.response.status, body=body,
                             headers=out_headers), RelayOutcome()
     response = web.StreamResponse(status=exchange.response.status, headers=out_headers)
     outcome = RelayOutcome()
     try:
         await response.prepare(request)
+        _bound_client_buffer(request)
         if exchange.is_sse:
             await pump_sse(response, exchange, record, framing, outcome)
         elif exchange.response.content_type == NDJSON:
@@ -143,7 +157,7 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
         if exchange.interrupted is not None:
             outcome.interrupted = True
         else:
-            outcome.broken = exc
+            outcome.broken = exc.redact(exchange.redactor.text)
         _drop_connection(request)
     return response, outcome
 
@@ -174,18 +188,41 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
                         with_usage = data
                     await write(data)
         tail = framing.end(decoder.flush())
-    except StreamBroken as exc:
-        if exchange.interrupted is not None:
-            outcome.interrupted = True
-            tail = framing.fail(exchange.interrupted)
-        else:
-            outcome.broken = exc
-            tail = framing.fail(exc)
+    except ConnectionError:
+        raise  # the client is gone: there is no one left to tell
+    except Exception as exc:
+        tail = _failed_tail(exc, exchange, framing, outcome)
     if with_usage or usage_key in tail:
         record.usage = find_usage(with_usage or tail)
     if tail:
         record.bytes_out += len(tail)
         await write(tail)
+
+
+def _failed_tail(exc: Exception, exchange: Exchange, framing: StreamFraming,
+                 outcome: RelayOutcome) -> bytes:
+    """The terminal error event of a stream that failed after its first byte, whatever failed."""
+    if isinstance(exc, StreamBroken):
+        if exchange.interrupted is not None:
+            outcome.interrupted = True
+            return framing.fail(exchange.interrupted)
+        outcome.broken = exc.redact(exchange.redactor.text)
+        return framing.fail(exc)
+    # Not the backend's failure nor the client's: a transform could not go on (a bug). The
+    # stream still ends with its terminal error event, and the upstream read stops here.
+    log.exception("stream_failed")
+    outcome.failed = True
+    exchange.response.close()
+    return _fail_safely(framing, ApiError("fleetlb could not relay the rest of this stream"))
+
+
+def _fail_safely(framing: StreamFraming, error: ApiError) -> bytes:
+    """framing's terminal error event; a plain error event if the framing itself is broken."""
+    try:
+        return framing.fail(error)
+    except Exception:
+        log.exception("stream_fail_failed")
+        return PASSTHROUGH.fail(error)
 
 
 async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
@@ -195,6 +232,12 @@ async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
             record.ttfb_s = time.perf_counter() - record.started
         record.bytes_out += len(chunk)
         await response.write(chunk)
+
+
+def _bound_client_buffer(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.set_write_buffer_limits(high=CLIENT_HIGH_WATER_BYTES)
 
 
 def _drop_connection(request: web.Request) -> None:

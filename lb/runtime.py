@@ -17,6 +17,7 @@ from lb.config import Config
 from lb.endpoints import Fleet
 from lb.forward import Forwarder, ForwardObserver
 from lb.health import PassiveHealth
+from lb.redact import Redactor, redactor_for
 from lb.reload import next_fleet
 from lb.routing import Router
 from lb.upstream import Upstream
@@ -31,6 +32,7 @@ class Runtime:
     forwarder: Forwarder
     client_auth: Auth
     admin_auth: Auth
+    redactor: Redactor  # removes this generation's secrets from quoted backend text
 
 
 @dataclass(slots=True, eq=False)
@@ -65,8 +67,10 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
         admission.follow(fleet)
         admission.configure(max_queued=server.max_queued, timeout_s=server.queue_timeout)
     health = PassiveHealth.from_config(config.probes, clock)
+    redactor = redactor_for(config)
     forwarder = Forwarder(fleet, upstream, admission, health,
-                          max_attempts=config.retry.max_attempts, observer=observer)
+                          max_attempts=config.retry.max_attempts, observer=observer,
+                          redactor=redactor)
     admin_key = config.server.admin_key
     return Runtime(
         config=config,
@@ -77,4 +81,5 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
         client_auth=client_auth(config.server.client_keys()
                                 if config.server.api_keys is not None else None),
         admin_auth=admin_auth(admin_key.get_secret_value() if admin_key else None),
+        redactor=redactor,
     )

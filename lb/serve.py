@@ -24,6 +24,7 @@ from lb.drain import CUT_GRACE_S
 from lb.errors import ConfigError
 from lb.lifecycle import ConfigLoader, Signals, serve_until_stopped
 from lb.observe import AccessLog, access_log_for, configure_logging
+from lb.serverlog import server_options
 
 log = structlog.get_logger("lb.serve")
 DEMO_MODELS = (("llama3.1:8b", "qwen2.5:7b"), ("llama3.1:8b",), ("qwen2.5:7b", "nomic-embed"))
@@ -76,8 +77,7 @@ async def _serve(config: Config | None, load: ConfigLoader | None, host: str | N
     app = build_app(config, access_log=access_log)
     signals.on_repeated_stop = app[DRAIN].hurry
     # our drain (app.on_shutdown) ends every stream; aiohttp's own timeout is the last resort
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
-                           shutdown_timeout=CUT_GRACE_S)
+    runner = web.AppRunner(app, shutdown_timeout=CUT_GRACE_S, **server_options(access_log))
     await runner.setup()
     notifier = sdnotify.notifier_from_env(os.environ)
     try:

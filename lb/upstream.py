@@ -6,14 +6,17 @@ Foreign exceptions are mapped here, once, to `UpstreamError` subclasses the forw
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.connector import AddrInfoType
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from lb import nesting
 from lb.config import TimeoutsConfig
 from lb.endpoints import Endpoint
 from lb.errors import (
@@ -35,6 +38,12 @@ _NOT_FORWARDED = HOP_BY_HOP | {
 }
 _NOT_RETURNED = HOP_BY_HOP | {"content-length", "server", "date"}
 MAX_JSON_BYTES = 4 << 20  # one small document fetched whole (an /api/tags list is kilobytes)
+# Slow readers: while a client is behind, the relay reads nothing more from upstream, so what a
+# stream can hold is bounded by these: aiohttp pauses the socket past twice READ_BUFFER_BYTES,
+# and the kernel then holds at most about twice RECEIVE_BUFFER_BYTES before the backend's own
+# writes block (unbounded autotuning would let the kernel take megabytes per stream).
+READ_BUFFER_BYTES = 16 << 10
+RECEIVE_BUFFER_BYTES = 256 << 10  # a LAN at 1 ms round trip still moves 250 MB/s through it
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +102,10 @@ class Upstream:
         return self._session
 
     async def open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=False)
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=False,
+                                         socket_factory=_bounded_socket)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                              read_bufsize=READ_BUFFER_BYTES,
                                               skip_auto_headers=("User-Agent",))
         return self._session
 
@@ -151,14 +162,32 @@ class Upstream:
         if len(body) > MAX_JSON_BYTES:
             raise UpstreamError(f"{endpoint.name}: {path}: body over {MAX_JSON_BYTES} bytes")
         try:
-            return orjson.loads(body)
+            return nesting.loads(body)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"{endpoint.name}: {path}: body is not JSON") from exc
 
     def _set_idle_timeout(self, resp: aiohttp.ClientResponse) -> None:
+        """From the response headers on, `idle` is the longest silence allowed.
+
+        aiohttp re-arms its read timer only when bytes arrive: the timer running now was armed
+        with `first_byte` when the headers (perhaps with the first events) arrived. Re-arm it, or
+        a backend that stalls right after them would be given `first_byte`, not `idle`."""
         conn = resp.connection
         if conn is not None and conn.protocol is not None:
-            conn.protocol.read_timeout = self._timeouts.idle
+            protocol = conn.protocol
+            protocol.read_timeout = self._timeouts.idle
+            # not once the body is whole (aiohttp dropped the timer for good), nor while the
+            # read is paused because we are behind (silence then is ours, not the backend's)
+            if not resp.content.is_eof() and not getattr(protocol, "_reading_paused", False):
+                protocol.start_timeout()
+
+
+def _bounded_socket(addr_info: AddrInfoType) -> socket.socket:
+    """Upstream sockets with a fixed receive buffer (see RECEIVE_BUFFER_BYTES)."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+    return sock
 
 
 def _authorize(headers: dict[str, str], endpoint: Endpoint) -> None:
@@ -188,7 +217,9 @@ async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str,
 async def first_chunk(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
     try:
         return await resp.content.readany()
-    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:  # idle, counted from the headers
+        raise UpstreamTimeout(f"{endpoint} sent its headers, then nothing") from exc
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
         raise StreamBroken(f"{endpoint}: stream broke before its first byte: "
                            f"{_describe(exc)}") from exc
 
@@ -198,6 +229,21 @@ async def read_body(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
         return await resp.read()
     except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
         raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
+
+
+async def read_at_most(resp: aiohttp.ClientResponse, endpoint: str, limit: int) -> bytes:
+    """The body, or its first `limit` bytes when longer (the rest is not read)."""
+    content = resp.content
+    body = bytearray()
+    try:
+        while len(body) < limit:
+            chunk = await content.read(limit - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
+    return bytes(body)
 
 
 def _describe(exc: BaseException) -> str:

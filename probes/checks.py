@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from lb import nesting
 from lb.config import EndpointConfig, EndpointKind
 from lb.errors import UpstreamConnectError, UpstreamError, UpstreamStatus, UpstreamTimeout
 
@@ -283,7 +284,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, path: str) -> bytes:
 
 def _json_or_none(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
+        return nesting.loads(body)
     except orjson.JSONDecodeError:
         return None
 

@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -62,8 +62,10 @@ class Prober:
         rng: random.Random,
         log: EventLog,
         wall_clock: Callable[[], float] = time.time,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self._fleet = fleet  # a callable: a reload swaps the fleet under us
+        self._redact = redact  # lb.redact: probe errors quote backends, and are logged and shown
         self._config = config
         self._session = session
         self._clock = clock  # monotonic; the clock `ejected_until` is measured on
@@ -100,6 +102,8 @@ class Prober:
     async def probe_once(self, endpoint: Endpoint) -> CheckResult:
         """Probe one endpoint now and apply the outcome to its state."""
         result = await check(self._session, endpoint.config, self._config.timeout, self._clock)
+        if result.error:
+            result = replace(result, error=self._redact(result.error))
         record = self._record_for(endpoint)
         record.last_probe_at = self._wall_clock()
         record.last_error = result.error

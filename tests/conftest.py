@@ -16,11 +16,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from lb.app import build_app
-from lb.appstate import RUNTIME
+from lb.appstate import ACCESS_LOG, RUNTIME
 from lb.config import parse_config
 from lb.endpoints import Fleet
 from lb.observe import JsonAccessLog, configure_logging
+from lb.serverlog import server_options
 from lb.sim import BEHAVIOR_KEY, SimBehavior, SimOptions, build_sim_app
+from lb.sim.faults import FaultyBackend
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Gateway:
 
 
 SimFactory = Callable[..., Awaitable[Sim]]
+FaultyFactory = Callable[..., Awaitable[FaultyBackend]]
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
@@ -108,7 +111,9 @@ async def start_gateway(access_log: JsonAccessLog) -> AsyncIterator[GatewayFacto
         kwargs.setdefault("access_log", access_log)
         app = build_app(parse_config(config, env=kwargs.pop("env", {})), **kwargs)
         server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
+        options = server_options(app[ACCESS_LOG])
+        options.pop("handler_cancellation")  # TestServer sets it itself
+        await server.start_server(**options)
         gateway = Gateway(server, app)
         gateways.append(gateway)
         return gateway
@@ -151,3 +156,18 @@ def log_lines(log_buffer: io.BytesIO, access_log: JsonAccessLog,
 
     yield lines
     configure_logging("json", stream=io.BytesIO(), cache=False)
+
+
+@pytest.fixture
+async def start_faulty() -> AsyncIterator[FaultyFactory]:
+    """Misbehaving backends (lb.sim.faults) on 127.0.0.1, closed when the test ends."""
+    backends: list[FaultyBackend] = []
+
+    async def start(fault: str = "ok", **options: Any) -> FaultyBackend:
+        backend = await FaultyBackend(fault=fault, **options).start()  # type: ignore[arg-type]
+        backends.append(backend)
+        return backend
+
+    yield start
+    for backend in backends:
+        await backend.close()

@@ -52,6 +52,7 @@ def fleet_call(path: str) -> Handler:
         if wants_stream:
             return await _streamed(request, runtime, call)
         results = await broadcast(request.app[UPSTREAM], _targets(runtime), call)
+        _redact(results, runtime)
         _raise_if_failed(path, results)
         return json_response(_success(results))
 
@@ -80,6 +81,7 @@ async def _streamed(request: web.Request, runtime: Runtime,
 
     try:
         results = await broadcast(request.app[UPSTREAM], targets, call, progress)
+        _redact(results, runtime)
         try:
             _raise_if_failed(call.path, results)
             final = _success(results)
@@ -91,6 +93,13 @@ async def _streamed(request: web.Request, runtime: Runtime,
     except* ConnectionError:
         record_of(request).outcome = "client_gone"  # broadcast cancelled every upstream call
     return response
+
+
+def _redact(results: list[EndpointResult], runtime: Runtime) -> None:
+    """Each endpoint's error quotes its answer: it passes lb.redact before anyone sees it."""
+    for result in results:
+        if result.error is not None:
+            result.error = runtime.redactor.text(result.error)
 
 
 def _already_done(path: str, result: EndpointResult) -> bool:

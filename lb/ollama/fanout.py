@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import structlog
 
+from lb import nesting
 from lb.endpoints import Endpoint
 from lb.errors import StreamBroken, UpstreamError
 from lb.ndjson import NdjsonDecoder
@@ -80,7 +81,9 @@ async def _send(upstream: Upstream, endpoint: Endpoint, call: UpstreamCall,
         return result
     result.status = resp.status
     try:
-        if resp.status >= 300:
+        if resp.status in (401, 403):  # never quoted: the body may echo the key it was sent
+            result.error = f"{endpoint.name} refused fleetlb's credentials ({resp.status})"
+        elif resp.status >= 300:
             result.error = _error_text(await read_body(resp, endpoint.name), resp.status)
         elif resp.content_type == NDJSON:
             await _read_progress(body_chunks(resp, endpoint.name), result, progress)
@@ -129,6 +132,6 @@ def _error_text(body: bytes, status: int) -> str:
 
 def _json_or_none(body: bytes) -> Any:
     try:
-        return orjson.loads(body) if body.strip() else None
+        return nesting.loads(body) if body.strip() else None
     except orjson.JSONDecodeError:
         return None

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from lb import nesting
 from lb.errors import ApiError
 from lb.responses.normalize import EventNormalizer
 from lb.responses.stream import ChatToResponsesStream, encode
@@ -68,7 +69,7 @@ class TranslatedFraming:
                 out += machine.finish()
                 continue
             try:
-                chunk = orjson.loads(data)
+                chunk = nesting.loads(data)
             except orjson.JSONDecodeError:
                 out += machine.fail("upstream_error", "the backend sent an event that is not JSON")
                 continue
@@ -120,7 +121,7 @@ class NormalizedFraming:
             if data is None or not data or _is_done(data):
                 continue
             try:
-                event = orjson.loads(data)
+                event = nesting.loads(data)
             except orjson.JSONDecodeError:
                 event = None
             if isinstance(event, dict):

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import structlog
 
+from lb import nesting
 from lb.endpoints import Endpoint
 from lb.errors import (
     BadGateway,
@@ -176,7 +177,7 @@ class Turn:
     def body_answer(self, mode: Mode, body: bytes) -> Json:
         """A whole (non-streamed, 2xx) upstream body as the Response object the client gets."""
         try:
-            data = orjson.loads(body)
+            data = nesting.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadGateway("the backend's answer is not JSON") from exc
         if not isinstance(data, dict):

@@ -13,8 +13,9 @@ import orjson
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from lb import nesting
 from lb.appstate import DRAIN, RESPONSES, RUNTIME, record_of
-from lb.errors import ApiError, BadRequest, PreviousResponseNotFound
+from lb.errors import ApiError, BadRequest, JsonTooDeep, PreviousResponseNotFound
 from lb.forward import Exchange
 from lb.observe import RequestRecord
 from lb.payload import parse_payload
@@ -118,7 +119,9 @@ class Connection:
 
     def _create_body(self, text: str) -> dict[str, Any]:
         try:
-            message = orjson.loads(text)
+            message = nesting.loads(text)
+        except nesting.TooDeep as exc:
+            raise JsonTooDeep(f"message is nested too deeply: {exc}") from None
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"message is not valid JSON: {exc}") from None
         if not isinstance(message, dict) or message.get("type") != "response.create":
@@ -174,8 +177,9 @@ class Connection:
                 await read_body(exchange.response, exchange.endpoint.name)
         finally:
             exchange.close()
+        body = exchange.redactor.bytes(body)  # the backend may quote what it was sent
         try:
-            error = orjson.loads(body).get("error") or {}
+            error = nesting.loads(body).get("error") or {}
         except (orjson.JSONDecodeError, AttributeError):
             error = {}
         if not isinstance(error, dict):

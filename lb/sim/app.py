@@ -79,14 +79,15 @@ def _metrics_route(sim: SimBackend, router: web.UrlDispatcher) -> None:
     model = sim.options.models[0] if sim.options.models else ""
 
     async def metrics(request: web.Request) -> web.Response:
-        running = max(sim.behavior.active - 1, 0)
+        running = max(sim.behavior.active - 1 - sim.kv.waiting, 0)
         lines = [
             "# HELP vllm:num_requests_running Number of requests currently running on GPU.",
             "# TYPE vllm:num_requests_running gauge",
             f'vllm:num_requests_running{{model_name="{model}"}} {running}',
             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
             "# TYPE vllm:num_requests_waiting gauge",
-            f'vllm:num_requests_waiting{{model_name="{model}"}} 0',
+            f'vllm:num_requests_waiting{{model_name="{model}"}} {sim.kv.waiting}',
+            *sim.kv.metric_lines(model),
         ]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lb.sim.kvcache import KvCache, NoKvCache, kv_cache
 from lb.sim.options import SimBehavior, SimOptions
+from lb.sim.stream import Pacer
 
 OLLAMA_DEFAULT_TAG = ":latest"  # Ollama treats "name" and "name:latest" as one model
 
@@ -30,9 +32,11 @@ class SimBackend:
     loaded: dict[str, None] = field(default_factory=dict)  # an ordered set of served names
     models: list[str] = field(default_factory=list)  # served now: options.models, pulls, copies
     _names: dict[str, str] = field(default_factory=dict)  # every accepted spelling -> served name
+    kv: KvCache | NoKvCache = field(init=False)
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
+        self.kv = kv_cache(self.options.kv_cache, Pacer.of(self.options))
         for model in self.options.models:
             self.add_model(model)
         if self.options.models:

@@ -12,6 +12,7 @@ from typing import get_args
 from aiohttp import web
 
 from lb.sim.app import build_sim_app
+from lb.sim.kvcache import KvCacheOptions
 from lb.sim.options import SimBehavior, SimKind, SimOptions
 
 
@@ -71,6 +72,18 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="probability that a model request gets a 500",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+    kv = KvCacheOptions()
+    p.add_argument("--kv-cache-blocks", type=int, default=0,
+                   help=f"model a KV cache of this many {kv.block_tokens}-token blocks, a prefill "
+                   "queue and batched decode (0: off); --ttft-ms is then the base TTFT")
+    p.add_argument("--prefill-tokens-per-s", type=_non_negative, default=kv.prefill_tokens_per_s,
+                   help="uncached prompt tokens one prefill processes a second "
+                   "(default: %(default)s)")
+    p.add_argument("--max-prefills", type=int, default=kv.max_prefills,
+                   help="prefills at once, the rest queue (default: %(default)s)")
+    p.add_argument("--decode-slowdown", type=_non_negative, default=kv.decode_slowdown,
+                   help="how much slower each token gets per other decoding request "
+                   "(default: %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> SimOptions:
@@ -82,6 +95,10 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         responses=args.responses,
         fail_rate=args.fail_rate,
         seed=args.seed,
+        kv_cache=KvCacheOptions(
+            blocks=args.kv_cache_blocks, prefill_tokens_per_s=args.prefill_tokens_per_s or 1.0,
+            max_prefills=max(1, args.max_prefills), decode_slowdown=args.decode_slowdown,
+        ) if args.kv_cache_blocks > 0 else None,
     )
 
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from lb.sim import text
 from lb.sim.backend import SimBackend
 from lb.sim.chunks import HOLE, ChunkTemplate
+from lb.sim.kvcache import KvTurn
 from lb.sim.replies import (
     ErrorReply,
     injected_failure,
@@ -23,13 +24,16 @@ from lb.sim.script import scripted_plan
 from lb.sim.stream import SSE, SSE_DONE, ChunkStream, Pacer, sse_data
 
 
-def _usage(plan: text.Plan) -> dict[str, int]:
+def _usage(plan: text.Plan, cached_tokens: int | None = None) -> dict[str, Any]:
     completion = plan.completion_tokens
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": plan.prompt_tokens + completion,
     }
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return usage
 
 
 def _choice(delta: dict[str, Any], finish: str | None, key: str = "delta") -> dict[str, Any]:
@@ -93,10 +97,15 @@ class OpenAiApi:
         plan = scripted_plan(self.sim.behavior.tool_script, body.get("tools"), messages,
                              text.count_tokens(prompt)) or \
             self._plan(body, prompt, text.last_user_text(messages))
+        async with self.sim.kv.turn(prompt) as turn:
+            return await self._chat(request, body, model, plan, turn)
+
+    async def _chat(self, request: web.Request, body: dict[str, Any], model: str,
+                    plan: text.Plan, turn: KvTurn) -> web.StreamResponse:
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": self.sim.now(), "model": model}
         if body.get("stream"):
-            return await self._stream_chat(request, head, plan, _include_usage(body))
-        await self.pacer.whole_answer(request, plan.n_tokens)
+            return await self._stream_chat(request, head, plan, _include_usage(body), turn)
+        await turn.pacer.whole_answer(request, plan.n_tokens)
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
         if plan.tool_call:
             message["tool_calls"] = [_tool_call(plan.tool_call, f"call_{uuid.uuid4().hex[:24]}")]
@@ -110,12 +119,13 @@ class OpenAiApi:
                 "created": head["created"],
                 "model": model,
                 "choices": [choice],
-                "usage": _usage(plan),
+                "usage": _usage(plan, turn.cached_tokens),
             }
         )
 
     async def _stream_chat(
-        self, request: web.Request, head: dict[str, Any], plan: text.Plan, include_usage: bool
+        self, request: web.Request, head: dict[str, Any], plan: text.Plan, include_usage: bool,
+        turn: KvTurn,
     ) -> web.StreamResponse:
         base = {
             "id": head["id"],
@@ -131,9 +141,10 @@ class OpenAiApi:
             return obj
 
         stream = await ChunkStream.open(request, self.sim.behavior, SSE)
-        await self.pacer.first_token()
+        pacer = turn.pacer
+        await pacer.first_token()
         if plan.tool_call:
-            await self._stream_tool_call(stream, plan.tool_call, chunk)
+            await self._stream_tool_call(stream, plan.tool_call, chunk, pacer)
         elif plan.reply is not None:
             await stream.send(sse_data(chunk({"role": "assistant", "content": ""})))
             for piece in plan.pieces():
@@ -141,20 +152,24 @@ class OpenAiApi:
         else:
             await stream.send(sse_data(chunk({"role": "assistant", "content": ""})))
             template = ChunkTemplate.of(chunk({"content": HOLE}), before=b"data: ", after=b"\n\n")
-            await self._stream_tokens(stream, template, plan.n_tokens)
+            await self._stream_tokens(stream, template, plan.n_tokens, pacer)
         await stream.send(sse_data(chunk({}, plan.finish)))
         if include_usage:
-            await stream.send(sse_data({**base, "choices": [], "usage": _usage(plan)}))
+            usage = _usage(plan, turn.cached_tokens)
+            await stream.send(sse_data({**base, "choices": [], "usage": usage}))
         await stream.send(SSE_DONE)
         return stream.finish()
 
-    async def _stream_tokens(self, stream: ChunkStream, template: ChunkTemplate, n: int) -> None:
+    async def _stream_tokens(self, stream: ChunkStream, template: ChunkTemplate, n: int,
+                             pacer: Pacer | None = None) -> None:
+        pacer = pacer or self.pacer
         for i in range(n):
             if i:
-                await self.pacer.next_token()
+                await pacer.next_token()
             await stream.send(template.fill(text.token_json(i)))
 
-    async def _stream_tool_call(self, stream: ChunkStream, call: text.ToolCall, chunk: Any) -> None:
+    async def _stream_tool_call(self, stream: ChunkStream, call: text.ToolCall, chunk: Any,
+                                pacer: Pacer) -> None:
         """OpenAI's tool-call deltas: id, type and name with empty arguments, then fragments."""
         first = {
             "index": 0,
@@ -166,7 +181,7 @@ class OpenAiApi:
             sse_data(chunk({"role": "assistant", "content": None, "tool_calls": [first]}))
         )
         for fragment in call.fragments:
-            await self.pacer.next_token()
+            await pacer.next_token()
             delta = {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
             await stream.send(sse_data(chunk(delta)))
 

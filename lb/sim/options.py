@@ -4,11 +4,14 @@ run time (`SimBehavior`, `RecordedRequest`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from lb.sim.script import ToolScript
+
+if TYPE_CHECKING:
+    from lb.sim.kvcache import KvCacheOptions
 
 SimKind = Literal["openai", "vllm", "ollama"]
 DEFAULT_RECORD_LIMIT = 10_000  # recorded requests kept; bounds memory under a bench's load
@@ -26,6 +29,7 @@ class SimOptions:
     fail_rate: float = 0.0  # probability that a model request gets 500
     seed: int | None = None  # seeds the random.Random that draws fail_rate
     name: str = "sim"
+    kv_cache: KvCacheOptions | None = None  # model a KV cache and prefill queue (lb/sim/kvcache)
 
 
 @dataclass(slots=True, frozen=True)

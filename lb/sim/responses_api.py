@@ -22,7 +22,6 @@ MAX_ITEMS_LIMIT = 100
 class ResponsesApi:
     def __init__(self, sim: SimBackend) -> None:
         self.sim = sim
-        self.pacer = Pacer.of(sim.options)
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/responses", self.create)
@@ -37,9 +36,12 @@ class ResponsesApi:
         status = self.sim.injected_failure()
         if status is not None:
             raise injected_failure(status, responses_error)
-        if body.get("stream"):
-            return await self._stream(request, run, items)
-        await self.pacer.whole_answer(request, len(run.deltas()))
+        prompt = f"{run.echo.get('instructions') or ''} {items_text(items)}"
+        async with self.sim.kv.turn(prompt) as turn:
+            run.cached_tokens = turn.cached_tokens or 0
+            if body.get("stream"):
+                return await self._stream(request, run, items, turn.pacer)
+            await turn.pacer.whole_answer(request, len(run.deltas()))
         final = run.finish(self.sim.now())
         self._store(run, final, items)
         return json_reply(final)
@@ -91,15 +93,15 @@ class ResponsesApi:
         return int(stored.response["usage"]["total_tokens"])
 
     async def _stream(
-        self, request: web.Request, run: ResponseRun, items: list[dict[str, Any]]
+        self, request: web.Request, run: ResponseRun, items: list[dict[str, Any]], pacer: Pacer
     ) -> web.StreamResponse:
         stream = await ChunkStream.open(request, self.sim.behavior, SSE)
-        await self.pacer.first_token()
+        await pacer.first_token()
         for event in run.opening():
             await stream.send(sse_event(event["type"], event))
         for i, piece in enumerate(run.deltas()):
             if i:
-                await self.pacer.next_token()
+                await pacer.next_token()
             event = run.delta(piece)
             await stream.send(sse_event(event["type"], event))
         for event in run.closing(self.sim.now()):

@@ -80,10 +80,10 @@ def items_text(items: list[dict[str, Any]]) -> str:
     return " ".join(text.content_text(i.get("content")) + str(i.get("output", "")) for i in items)
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+def usage(input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached_tokens},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
@@ -109,6 +109,7 @@ class ResponseRun:
     status: str = "in_progress"
     output: list[dict[str, Any]] = field(default_factory=list)
     completed_at: int | None = None
+    cached_tokens: int = 0  # prompt tokens the KV-cache model found cached (lb/sim/kvcache.py)
 
     def __post_init__(self) -> None:
         self.item_id = new_id("fc" if self.plan.tool_call else "msg")
@@ -131,7 +132,8 @@ class ResponseRun:
             "output": list(self.output),
             "error": None,
             **self.echo,
-            "usage": usage(self.plan.prompt_tokens, self.plan.completion_tokens) if done else None,
+            "usage": usage(self.plan.prompt_tokens, self.plan.completion_tokens,
+                           self.cached_tokens) if done else None,
         }
 
     def event(self, event_type: str, **fields: Any) -> dict[str, Any]:

@@ -44,8 +44,8 @@ def _toml_value(value: object) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def config_text(backends: Sequence[Backend], port: int) -> str:
-    """The TOML config of a gateway on `port` in front of `backends`."""
+def config_text(backends: Sequence[Backend], port: int, extra: str = "") -> str:
+    """The TOML config of a gateway on `port` in front of `backends` (then `extra` TOML)."""
     lines = [
         "[server]",
         f"host = {_toml_value(HOST)}",
@@ -71,14 +71,14 @@ def config_text(backends: Sequence[Backend], port: int) -> str:
             **backend.extra,
         }
         lines += ["", "[[endpoints]]", *(f"{k} = {_toml_value(v)}" for k, v in entry.items())]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
-def start_gateway(backends: Sequence[Backend], folder: Path) -> ServerProcess:
+def start_gateway(backends: Sequence[Backend], folder: Path, extra: str = "") -> ServerProcess:
     """Write the config into `folder`, start fleetlb on a free port, wait for /healthz."""
     port = free_port()
     config = folder / f"fleetlb-{port}.toml"
-    config.write_text(config_text(backends, port))
+    config.write_text(config_text(backends, port, extra))
     argv = [sys.executable, "-m", "lb", "serve", "--config", str(config)]
     server = start_server("fleetlb", argv, port, folder, cwd=REPO_ROOT)
     server.wait_healthy("/healthz", START_TIMEOUT_S)

@@ -105,6 +105,7 @@ def vllm_argv(python: Path, model_dir: Path, port: int) -> list[str]:
         "vllm.entrypoints.openai.api_server",
         *itertools.chain.from_iterable(options.items()),
         "--enforce-eager",
+        "--enable-prefix-caching",  # vLLM's default; said, since cache-aware routing tests it
     ]
 
 
