@@ -28,7 +28,6 @@ from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
 from lb.runtime import Runtime
 from lb.upstream import UpstreamCall, forwardable_headers
-from lb.upstream import read_body as read_upstream
 
 STORED_HEADER = "x-fleetlb-stored"  # "false": served, but a follow-up cannot continue from it
 KEEP_LAST_ITEMS = 2  # what compaction leaves readable: the latest exchange, sealed before it
@@ -68,7 +67,7 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     try:
         body = exchange.body if exchange.body is not None else \
-            await read_upstream(exchange.response, exchange.endpoint.name)
+            await exchange.response.read()
     finally:
         exchange.close()
     answer_obj = turn.body_answer(mode, body)

@@ -25,7 +25,7 @@ from lb.responses.modes import mode_of
 from lb.responses.params import dropped_value
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
-from lb.upstream import forwardable_headers, read_body
+from lb.upstream import forwardable_headers
 
 CONNECTION_LIMIT_S = 3600.0  # the specification lets servers close a connection after 60 min
 _NOT_IN_WS_MODE = ("stream", "stream_options", "background")
@@ -174,7 +174,7 @@ class Connection:
         status = exchange.response.status
         try:
             body = exchange.body if exchange.body is not None else \
-                await read_body(exchange.response, exchange.endpoint.name)
+                await exchange.response.read()
         finally:
             exchange.close()
         body = exchange.redactor.bytes(body)  # the backend may quote what it was sent
