@@ -64,8 +64,12 @@ async def test_codex_turn_through_fleetlb_to_llama_server(
                            KEY, "Say hi.", model=MODEL_ALIAS, timeout_s=CODEX_TIMEOUT_S)
     assert run.returncode == 0, run.stderr[-3000:]
     access = [line for line in log_lines() if line.get("path") == "/v1/responses"]
-    assert access and all(line["status"] == 200 and line["outcome"] == "ok" for line in access)
-    assert access[0]["tokens_in"] > 2048  # beyond the tiny model's trained context
+    # Codex hangs up as soon as it has response.completed; when that is before the backend's
+    # stream ended, the access line says client_gone (499). Anything else is a failure.
+    outcomes = {(line["status"], line["outcome"]) for line in access}
+    assert access and outcomes <= {(200, "ok"), (499, "client_gone")}, outcomes
+    # beyond the tiny model's trained context (usage is not known of a stream cut short)
+    assert all(line["tokens_in"] > 2048 for line in access if "tokens_in" in line)
     if mode == "translate":
         assert "client_metadata" in access[0]["dropped"]
     else:
