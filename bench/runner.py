@@ -107,6 +107,7 @@ class Bench:
             run.pids += [c.pid for c in self._children]
             self._start_targets(Context(backend_url, self.workdir), run)
             run.pids += [t.child.pid for t in self.targets if t.child is not None]
+            run.pids += [h.pid for t in self.targets for h in t.helpers]
             self._loadgen = LoadGen(self.workdir)
             run.pids.append(self._loadgen.pid)
             self._warm_up()
@@ -163,9 +164,9 @@ class Bench:
                 self.say(f"skipping {name}: did not start: {exc}")
                 continue
             self.targets.append(target)
-            run.targets.append(name)
+            run.targets.append(target.name)  # a peer may name its target (redis: fleetlb-redis)
             if target.notes:
-                run.notes[name] = target.notes
+                run.notes[target.name] = target.notes
 
     def _warm_up(self) -> None:
         for target in self.targets:

@@ -23,7 +23,7 @@ LITELLM_VENV = Path(os.environ.get("FLEETLB_BENCH_LITELLM_VENV",
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 LITELLM_START_TIMEOUT_S = 120.0  # imports half of PyPI before it listens
-PEERS = ("nginx", "litellm")
+PEERS = ("nginx", "litellm", "redis")  # redis: fleetlb on a local redis-server (lb/shared)
 
 
 class NotInstalled(Exception):
@@ -38,6 +38,7 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     passthrough: bool = True  # relays stream bytes unchanged (so the event count is known)
     notes: list[str] = field(default_factory=list)
+    helpers: list[Child] = field(default_factory=list)  # what it needs (redis-server), not sampled
 
     def sample(self) -> TreeSample | None:
         return self.child.sample() if self.child is not None else None
@@ -45,6 +46,8 @@ class Target:
     def stop(self) -> None:
         if self.child is not None:
             self.child.stop()
+        for helper in reversed(self.helpers):
+            helper.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,13 @@ def start_direct(ctx: Context) -> Target:
     return Target("direct", ctx.backend_url, None, {"Content-Type": "application/json"})
 
 
-def fleetlb_config(port: int, backend_url: str, store: Path | None = None) -> str:
-    """As deployed: auth, the default SQLite response store (in the bench's own folder)."""
+def fleetlb_config(port: int, backend_url: str, store: Path | None = None,
+                   redis_url: str | None = None) -> str:
+    """As deployed: auth, the default SQLite response store (in the bench's own folder), or with
+    `redis_url` the state several instances share in that Redis."""
     store_path = store or Path("responses.db")
+    store_toml = f'path = "{store_path}"' if redis_url is None else \
+        f'kind = "redis"\n\n[redis]\nurl = "{redis_url}"'
     return f"""\
 [server]
 host = "127.0.0.1"
@@ -79,7 +86,7 @@ api_keys = ["{CLIENT_KEY}"]
 admin_key = "{ADMIN_KEY}"
 
 [store]
-path = "{store_path}"
+{store_toml}
 
 [[endpoints]]
 name = "bench-backend"
@@ -104,6 +111,39 @@ def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Tar
     metrics = http_status(target.base_url + "/metrics", _bearer(ADMIN_KEY))
     target.notes.append("metrics on (/metrics answers)" if metrics == 200 else
                         f"no /metrics in this build (HTTP {metrics}): benched without metrics")
+    return target
+
+
+def start_redis_server(workdir: Path) -> tuple[Child, str]:
+    """A local redis-server without persistence, as the Redis the instances share."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise NotInstalled("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    child = Child("redis-server", [binary, "--port", str(port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                  workdir / "redis-server.log")
+    try:
+        child.wait_tcp(port, START_TIMEOUT_S)
+    except BaseException:
+        child.stop()
+        raise
+    return child, f"redis://127.0.0.1:{port}/0"
+
+
+def start_fleetlb_redis(ctx: Context) -> Target:
+    """fleetlb with its state in a local Redis (`[store] kind = "redis"`): the CPU it costs the
+    gateway (redis-server's own CPU is not in its process tree, so not in its numbers)."""
+    redis, redis_url = start_redis_server(ctx.workdir)
+    name = "fleetlb-redis"
+    port = free_port()
+    config = ctx.workdir / f"{name}.toml"
+    config.write_text(fleetlb_config(port, ctx.backend_url, redis_url=redis_url))
+    child = Child(name, [sys.executable, "-m", "lb", "serve", "--config", str(config),
+                         "--log-format", "json"], ctx.workdir / f"{name}.log", cwd=REPO)
+    target = Target(name, _url(port), child, _bearer(CLIENT_KEY), helpers=[redis])
+    _started(target, lambda: child.wait_http(target.base_url + "/readyz", START_TIMEOUT_S))
+    target.notes.append("responses stored in a local redis-server (its CPU not counted)")
     return target
 
 
@@ -211,5 +251,5 @@ def _started(target: Target, wait: Callable[[], None]) -> None:
 
 STARTERS: dict[str, Starter] = {
     "direct": start_direct, "fleetlb": start_fleetlb, "relay": start_relay,
-    "nginx": start_nginx, "litellm": start_litellm,
+    "nginx": start_nginx, "litellm": start_litellm, "redis": start_fleetlb_redis,
 }

@@ -140,8 +140,10 @@ class Forwarder:
 
     async def _wait_for_slot(self, plan: AttemptPlan, deadline: float) -> None:
         started = time.perf_counter()
+        record = current_record()
         try:
-            await self._admission.wait_for_slot(plan.pool.members, deadline)
+            await self._admission.wait_for_slot(plan.pool.members, deadline,
+                                                record.priority if record else "interactive")
         finally:
             self._observer.waited(time.perf_counter() - started)
 

@@ -17,6 +17,8 @@ from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import PASSTHROUGH, StreamFraming, relay
 from lb.responses.modes import model_mode
 from lb.runtime import Runtime
+from lb.teams.step import admit_call, allowed
+from lb.teams.usage import usage_for
 from lb.upstream import UpstreamCall, forwardable_headers
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,13 +54,15 @@ def openai_proxy(path: str) -> Handler:
         record = record_of(request)
         payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
         record.model, record.stream = payload.model, payload.stream
+        ticket = await admit_call(request, payload.model)
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
                                    prompt=payload.routing_text)
+        body, framing = usage_for(ticket, payload, plan.pool.upstream, record)
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
-                            payload.for_upstream(plan.pool.upstream), record.request_id)
+                            body, record.request_id)
         exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)
-        return await deliver(request, runtime, exchange, record)
+        return await deliver(request, runtime, exchange, record, framing)
 
     return handle
 
@@ -96,6 +100,8 @@ async def list_models(request: web.Request) -> web.Response:
     router = request.app[RUNTIME].current.router
     data = []
     for name in router.model_names():
+        if not allowed(request, name):
+            continue
         members = router.pool(name).members
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "fleetlb",
                      "fleetlb": {"endpoints": len(members),

@@ -203,7 +203,8 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     except Exception as exc:
         tail = _failed_tail(exc, exchange, framing, outcome)
     if with_usage or usage_key in tail:
-        record.usage = find_usage(with_usage or tail)
+        # a framing may have taken the counts out of the stream already (lb.teams.usage)
+        record.usage = find_usage(with_usage or tail) or record.usage
     if tail:
         record.bytes_out += len(tail)
         await write(tail)

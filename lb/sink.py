@@ -167,7 +167,8 @@ class ClientSink:
             self._write(tail)
         data = self._with_usage or (tail if self._usage_key in tail else b"")
         if data:
-            self._record.usage = find_usage(data)
+            # a framing may have taken the counts out of the stream already (lb.teams.usage)
+            self._record.usage = find_usage(data) or self._record.usage
         self._finish()
 
     def _finish(self) -> None:

@@ -62,7 +62,7 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 def models_view(runtime: Runtime, traffic: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per model a client may ask for (its pool and strategy), then any other model
-    with traffic in the window (a pool that is gone, `unknown`)."""
+    with traffic in the window (a pool that is gone, `unknown`); names pass lb.redact."""
     strategies = {model_key(m.name): m.strategy for m in runtime.config.models}
     rows = []
     for name in runtime.router.model_names():
@@ -70,6 +70,9 @@ def models_view(runtime: Runtime, traffic: dict[str, dict[str, Any]]) -> list[di
                      "members": _members(runtime, name), **_traffic(traffic.pop(name, None))})
     rows.extend({"name": name, "strategy": None, "members": [], **_traffic(seen)}
                 for name, seen in sorted(traffic.items()) if seen["requests"])
+    redact = runtime.redactor.text  # model names are backend text (discovered) or clients'
+    for row in rows:
+        row["name"] = redact(row["name"])
     return rows
 
 

@@ -11,10 +11,11 @@ from lb.endpoints import Endpoint
 from lb.errors import NoUsableEndpoint
 from lb.handlers import Handler, deliver, json_response, read_body
 from lb.ollama.admin import FLEET_CALLS, fleet_call
-from lb.ollama.aggregate import backend_versions, merge_ps, merge_tags, oldest_version
+from lb.ollama.aggregate import backend_versions, merge_ps, merge_tags, model_name, oldest_version
 from lb.ollama.fanout import gather_json
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.routing import Surface
+from lb.teams.step import admit_call, allowed
 from lb.upstream import UpstreamCall, forwardable_headers
 
 OLLAMA = Surface("Ollama", kinds=frozenset({"ollama"}), is_warm_first=True)
@@ -40,6 +41,7 @@ def ollama_proxy(path: str) -> Handler:
         payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
         record.model = payload.model
         record.stream = path in _STREAMED_BY_DEFAULT and payload.data.get("stream") is not False
+        await admit_call(request, payload.model)
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
                                    OLLAMA, payload.routing_text)
@@ -63,11 +65,13 @@ async def _gather(request: web.Request, path: str) -> list[tuple[str, object]]:
 
 
 async def tags(request: web.Request) -> web.Response:
-    return json_response({"models": merge_tags(await _gather(request, "/api/tags"))})
+    models = merge_tags(await _gather(request, "/api/tags"))
+    return json_response({"models": [m for m in models if allowed(request, model_name(m))]})
 
 
 async def ps(request: web.Request) -> web.Response:
-    return json_response({"models": merge_ps(await _gather(request, "/api/ps"))})
+    models = merge_ps(await _gather(request, "/api/ps"))
+    return json_response({"models": [m for m in models if allowed(request, model_name(m))]})
 
 
 async def version(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from lb.appstate import RESPONSES, RUNTIME, record_of
 from lb.balancing import PickRequest, SmoothWeighted
-from lb.errors import BadRequest, NotFound
+from lb.errors import BadRequest, ModelNotFound, NotFound
 from lb.forward import Exchange
 from lb.handlers import deliver, json_response, read_body
 from lb.observe import RequestRecord
@@ -27,6 +27,7 @@ from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
 from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
 from lb.runtime import Runtime
+from lb.teams.step import admit_call, allowed
 from lb.upstream import UpstreamCall, forwardable_headers
 
 STORED_HEADER = "x-fleetlb-stored"  # "false": served, but a follow-up cannot continue from it
@@ -37,6 +38,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     runtime, ctx, record = request.app[RUNTIME].current, request.app[RESPONSES], record_of(request)
     payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
     record.model, record.stream = payload.model, payload.stream
+    await admit_call(request, payload.model)
     plan = runtime.router.plan(payload.model,
                                payload.session_key(request.headers.get(SESSION_HEADER)))
     turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream, record.request_id,
@@ -122,6 +124,8 @@ async def cancel_response(request: web.Request) -> web.StreamResponse:
 async def compact_conversation(request: web.Request) -> web.Response:
     runtime, ctx = request.app[RUNTIME].current, request.app[RESPONSES]
     payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
+    if not allowed(request, payload.model):  # as if it did not exist; nothing is generated,
+        raise ModelNotFound(f"The model '{payload.model}' does not exist", param="model")
     runtime.router.pool(payload.model)  # an unknown model is a 404, as for create
     items: list[dict[str, Any]] = []
     previous = await find_previous(ctx, payload.data.get("previous_response_id"))

@@ -151,6 +151,15 @@ async def test_native_follow_ups_reach_their_owner_from_either_instance(
             assert (await next(on).responses.retrieve(previous.id)).id == previous.id
         assert len(native_posts(sims[owner])) == 5
         assert native_posts(sims["nb" if owner == "na" else "na"]) == []
+        # input_items and cancel of a native response reach its owner from either instance
+        for process in (a, b):
+            status, headers, body = await call(
+                "GET", process.url + f"/v1/responses/{previous.id}/input_items")
+            assert status == 200 and headers["x-fleetlb-endpoint"] == owner, body
+            status, headers, body = await call(
+                "POST", process.url + f"/v1/responses/{previous.id}/cancel")
+            assert headers["x-fleetlb-endpoint"] == owner  # the owner knows it: a 400, not 404
+            assert status == 400 and b"background" in body, body
         await clients[1].responses.delete(previous.id)
         with pytest.raises(openai.NotFoundError):
             await clients[0].responses.retrieve(previous.id)
