@@ -20,9 +20,9 @@ import orjson
 import structlog
 from aiohttp.abc import AbstractStreamWriter
 
-from lb.backend.connection import Reply
 from lb.errors import ApiError, StreamBroken
 from lb.observe import RequestRecord
+from lb.upstream.connection import Reply
 from lb.usage import find_usage
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ import orjson
 import pytest
 from aiohttp import web
 
-from lb.backend.connection import Reply
 from lb.config import EndpointConfig
 from lb.endpoints import Endpoint, Fleet
 from lb.errors import StreamBroken
@@ -19,6 +18,7 @@ from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.relay import NDJSON_LINES, PASSTHROUGH, RelayOutcome, _pump_framed, pump_sse
 from lb.sse import SseDecoder
+from lb.upstream.connection import Reply
 
 STREAM = (b'data: {"a":1}\n\n'
           b': keep-alive comment\n\n'

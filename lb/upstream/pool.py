@@ -13,8 +13,8 @@ import ssl
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
-from lb.backend.connection import BackendConnection, Deadlines, Reply
 from lb.errors import UpstreamConnectError
+from lb.upstream.connection import BackendConnection, Deadlines, Reply
 
 MAX_IDLE_PER_ENDPOINT = 256  # idle sockets kept per endpoint; more are closed when released
 

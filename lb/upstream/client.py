@@ -1,4 +1,4 @@
-"""The gateway's one way to backends: the lean keep-alive client (lb.backend) for proxied requests,
+"""The gateway's one way to backends: the lean keep-alive client (lb.upstream) for proxied requests,
 and the shared aiohttp ClientSession for the prober, the Ollama fan-out and long model pulls;
 timeouts and header hygiene for both.
 
@@ -19,8 +19,6 @@ from aiohttp.connector import AddrInfoType
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from lb import nesting
-from lb.backend.connection import Deadlines, Reply
-from lb.backend.pool import Pools, request_head
 from lb.config import TimeoutsConfig
 from lb.endpoints import Endpoint
 from lb.errors import (
@@ -30,6 +28,8 @@ from lb.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
+from lb.upstream.connection import Deadlines, Reply
+from lb.upstream.pool import Pools, request_head
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what we set ourselves or must never forward.
 HOP_BY_HOP = frozenset({

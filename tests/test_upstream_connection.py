@@ -1,4 +1,4 @@
-"""The lean upstream client (lb/backend) against scripted raw-socket backends on 127.0.0.1: framing
+"""The lean upstream client (lb/upstream) against scripted raw-socket backends on 127.0.0.1: framing
 (content-length, chunked split anywhere, close-delimited), 1xx, keep-alive reuse and when not to
 reuse, the stale keep-alive race, timeouts and malformed answers."""
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lb.backend.connection import Deadlines, Reply
-from lb.backend.pool import EndpointPool, request_head
 from lb.errors import StreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from lb.upstream.connection import Deadlines, Reply
+from lb.upstream.pool import EndpointPool, request_head
 
 DEADLINES = Deadlines(first_byte_s=5.0, idle_s=5.0, total_s=10.0)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
