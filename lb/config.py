@@ -171,7 +171,7 @@ class CacheAwareConfig(_Section):
 class ModelConfig(_Section):
     name: str = Field(min_length=1)
     upstream: str | None = None
-    strategy: StrategyName = "weighted"
+    strategy: StrategyName | None = None  # None: the API's default (lb/routing.py)
     endpoints: tuple[str, ...] | None = None
     cache_aware: CacheAwareConfig = CacheAwareConfig()
 
