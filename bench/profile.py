@@ -25,6 +25,7 @@ from bench.targets import REPO, STARTERS, Context
 from bench.workloads import FULL, Workload
 
 SAMPLE_RATE_HZ = 250
+IDLE_EXECUTOR_THREAD = "_worker (concurrent/futures/thread.py)"  # blocked in work_queue.get
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ def fold(collapsed: Iterable[str]) -> tuple[Counter[str], Counter[str], int]:
             continue
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
+        if frames[-1] == IDLE_EXECUTOR_THREAD:
+            continue  # an executor thread waiting for work (py-spy counts its lock wait)
         total += count
         self_samples[frames[-1]] += count
         for frame in set(frames):
