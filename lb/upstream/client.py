@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp.connector import AddrInfoType
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from lb import nesting
 from lb.config import TimeoutsConfig
@@ -76,10 +76,6 @@ def returnable_headers(upstream: list[tuple[str, str]]) -> CIMultiDict[str]:
             dropped = dropped | {h.strip().lower() for h in value.split(",")}
         kept.append((lower, key, value))
     return CIMultiDict((key, value) for lower, key, value in kept if lower not in dropped)
-
-
-def aiohttp_returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    return CIMultiDict(_kept(upstream, _NOT_RETURNED))
 
 
 def _kept(headers: Mapping[str, str], dropped: frozenset[str]) -> list[tuple[str, str]]:
