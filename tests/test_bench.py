@@ -16,7 +16,7 @@ from bench.__main__ import _peers, broken
 from bench.backend import Replies, StreamShape, _content_length, chunked, stream_events
 from bench.loadgen import count_events
 from bench.procfs import Stat, descendants, parse_stat, parse_status_kib, sample_tree
-from bench.profile import fold
+from bench.profile import fold, groups
 from bench.runner import Cell, Run, run_bench
 from bench.stats import latency_summary, median, per_unit, percentile, rate, ratio
 from bench.summary import Row, find, summarize_cells
@@ -258,6 +258,9 @@ def test_profile_drops_the_idle_executor_thread() -> None:
         "Runner.run (asyncio/runners.py:118);handle (lb/handlers.py:49) 10"])
     assert total == 10
     assert self_samples == {"handle (lb/handlers.py)": 10}
+    assert groups(["Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:81) 5",
+                   "Runner.run (asyncio/runners.py:118);handle (lb/handlers.py:49) 5"]) == [
+        ("fleetlb's own code (middleware, auth, routing, payload, relay, sse)", 100.0)]
 
 
 def test_bar_allows_relay_multiples_from_the_reference_figures() -> None:
