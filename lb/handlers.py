@@ -16,6 +16,7 @@ from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import PASSTHROUGH, StreamFraming, relay
 from lb.responses.modes import model_mode
+from lb.routing import ANY_KIND, EMBEDDINGS
 from lb.runtime import Runtime
 from lb.teams.step import admit_call, allowed
 from lb.teams.usage import usage_for
@@ -49,6 +50,9 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def openai_proxy(path: str) -> Handler:
+    is_generation = path != "/embeddings"  # embeddings: no prompt prefix worth following
+    surface = ANY_KIND if is_generation else EMBEDDINGS
+
     async def handle(request: web.Request) -> web.StreamResponse:
         runtime = request.app[RUNTIME].current
         record = record_of(request)
@@ -57,7 +61,7 @@ def openai_proxy(path: str) -> Handler:
         ticket = await admit_call(request, payload.model)
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
-                                   prompt=payload.routing_text)
+                                   surface, payload.routing_text if is_generation else None)
         body, framing = usage_for(ticket, payload, plan.pool.upstream, record)
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
                             body, record.request_id)
