@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                              "with this one (A/B a change); repeatable")
     parser.add_argument("--workloads", type=lambda v: [w.strip() for w in v.split(",")],
                         help="only these workloads (keys as in the JSON: chat_c1, chat_c32, "
-                             "stream_c1, stream_c16, responses_c16, hold)")
+                             "stream_c1, stream_c16, responses_c16, responses_c1, hold)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 3, quick: 2)")
     parser.add_argument("--chunk-gap-ms", type=float,
                         help=f"gap between two stream chunks (default: {FULL.chunk_gap_ms:g})")

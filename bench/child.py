@@ -94,6 +94,18 @@ class Child:
         raise StartFailed(f"{self.name}: {url} answered {status} after {timeout_s:g} s:\n"
                           f"{self.log_tail()}")
 
+    def wait_tcp(self, port: int, timeout_s: float) -> None:
+        """Until 127.0.0.1:`port` accepts a connection (a server that is not HTTP)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.is_running():
+                raise StartFailed(f"{self.name} exited with {self._popen.returncode}:\n"
+                                  f"{self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
+                return
+            time.sleep(POLL_S)
+        raise StartFailed(f"{self.name}: nothing listens on port {port} after {timeout_s:g} s")
+
     def stop(self) -> None:
         """SIGTERM to our PID, SIGKILL after a grace period, then SIGKILL to any leftover child."""
         for pipe in (self._popen.stdin, self._popen.stdout):

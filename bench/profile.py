@@ -68,8 +68,9 @@ KERNEL_RECV = "socket recv (syscall)"
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("epoll wait (syscall)", ("(selectors.py)",)),
     ("logging: structlog JSON line, contextvars", ("(structlog/", "(lb/observe.py)")),
-    ("aiohttp client: upstream request and response",
-     ("(aiohttp/client", "(aiohttp/connector.py)", "(lb/upstream.py)")),
+    ("upstream client: request and response (lb/upstream, or aiohttp's client)",
+     ("(aiohttp/client", "(aiohttp/connector.py)", "(lb/upstream/", "(lb/upstream.py)",
+      "(httptools")),
     ("aiohttp server: response headers and writes",
      ("(aiohttp/web_response.py)", "(aiohttp/http_writer.py)")),
     ("aiohttp server: request parsing and dispatch",

@@ -16,6 +16,7 @@ from lb.admin.ring import StatsRing
 from lb.appstate import (
     ACCESS_LOG,
     DRAIN,
+    KEY_GATE,
     METRICS,
     PROBES,
     REDIS,
@@ -36,7 +37,7 @@ from lb.handlers import (
     readyz,
 )
 from lb.lifecycle import drain_on_shutdown
-from lb.metrics import Metrics
+from lb.metrics import KeyCollector, Metrics
 from lb.middleware import gateway_middleware
 from lb.observe import AccessLog, access_log_for
 from lb.ollama import handlers as ollama
@@ -45,9 +46,13 @@ from lb.responses.ids import IdMaker
 from lb.responses.store import ResponseStore, open_store
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
+from lb.shared.limits import SharedLimits
 from lb.shared.link import RedisLink
 from lb.shared.metrics import RedisCollector
 from lb.shared.store import RedisStore
+from lb.teams.admin import admin_keys
+from lb.teams.gate import KeyGate
+from lb.teams.step import add_limit_headers
 from lb.upstream import Upstream
 from probes.prober import Prober
 
@@ -76,6 +81,15 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app[RUNTIME_FACTORY] = factory = RuntimeFactory(upstream, rng or random.Random(), clock,
                                                     observer)
     app[RUNTIME] = RuntimeHolder(factory.build(config))
+    link = RedisLink(config.redis) if config.redis is not None else None  # connects when used
+    if link is not None:
+        app[REDIS] = link
+    # outlives reloads: limits and totals kept by key name
+    app[KEY_GATE] = KeyGate(clock, SharedLimits(link) if link and config.limits.shared else None)
+    observer.registry.register(KeyCollector(lambda: app[KEY_GATE].stats,
+                                            lambda: app[RUNTIME].current.admission
+                                            .queued_by_priority()))
+    app.on_response_prepare.append(add_limit_headers)
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_on_shutdown)
     app.on_cleanup.append(_flush_access_log)
@@ -103,6 +117,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/admin/endpoints", admin_endpoints)
+    app.router.add_get("/admin/keys", admin_keys)
     app.router.add_get("/metrics", metrics)
 
 
@@ -110,9 +125,9 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     upstream = app[UPSTREAM]
     await upstream.open_session()
     config = app[RUNTIME].current.config
-    if config.server.api_keys is None:
-        log.warning("no_client_keys", message="no [server] api_keys: the gateway is OPEN to "
-                    "anyone who can reach it")
+    if not config.has_client_keys:
+        log.warning("no_client_keys", message="no [server] api_keys nor [[keys]]: the gateway "
+                    "is OPEN to anyone who can reach it")
     log.info("started", endpoints=len(config.endpoints), models=len(config.models))
     yield
     await upstream.close_session()
@@ -120,17 +135,21 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     """The Redis link, when [redis] is set: shared by the response store and the limits."""
-    config = app[RUNTIME].current.config
-    if config.redis is None:
+    link = app.get(REDIS)
+    if link is None:
         yield
         return
-    app[REDIS] = link = RedisLink(config.redis)
     app[METRICS].registry.register(
         RedisCollector(link, lambda: app[RESPONSES].not_stored if RESPONSES in app else 0))
     if not await link.check():
         log.warning("redis_unreachable_at_start", message="serving without Redis until it "
                     "answers: limits pass unchecked, stored responses cannot be read")
+    limits = app[KEY_GATE].limits
+    if isinstance(limits, SharedLimits):
+        await limits.start()
     yield
+    if isinstance(limits, SharedLimits):
+        await limits.stop()  # after the drain: queued ends sent, our leases returned
     await link.close()
 
 

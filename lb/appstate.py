@@ -14,6 +14,8 @@ from lb.observe import AccessLog, RequestRecord
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
 from lb.shared.link import RedisLink
+from lb.teams.gate import KeyGate, Ticket
+from lb.teams.table import Team
 from lb.upstream import Upstream
 
 
@@ -37,7 +39,10 @@ REDIS = web.AppKey("redis", RedisLink)  # only when [redis] is set
 METRICS = web.AppKey("metrics", Metrics)
 ACCESS_LOG = web.AppKey("access_log", AccessLog)
 DRAIN = web.AppKey("drain", Drain)
+KEY_GATE = web.AppKey("key_gate", KeyGate)  # client keys' model access, limits and totals
 RECORD = web.RequestKey("record", RequestRecord)  # filled along the request path
+CLIENT = web.RequestKey("client", Team)  # whose key the request carries (set by the middleware)
+TICKET = web.RequestKey("ticket", Ticket)  # the admitted model call, finished by the middleware
 
 
 def record_of(request: web.Request) -> RequestRecord:

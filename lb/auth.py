@@ -1,6 +1,6 @@
-"""Who may call: client API keys for the APIs, the admin key for /admin and /metrics.
+"""Who may call /admin and /metrics: the admin key (client keys are lb.teams' table).
 
-A gateway with no client keys is open (warned loudly at start): `NoAuth` is the null object.
+A gateway with no admin key leaves them open: `NoAuth` is the null object.
 """
 
 from __future__ import annotations
@@ -42,10 +42,6 @@ class BearerKeys:
             matched |= hmac.compare_digest(presented, key)
         if scheme.lower() != "bearer" or not matched:
             raise Unauthorized(f"Incorrect {self._what} provided")
-
-
-def client_auth(keys: frozenset[str] | None) -> Auth:
-    return NoAuth() if keys is None else BearerKeys(keys)
 
 
 def admin_auth(key: str | None) -> Auth:

@@ -6,6 +6,7 @@ so they never print.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ EndpointKind = Literal["ollama", "vllm", "openai"]
 StrategyName = Literal["weighted", "least_in_flight", "least_loaded", "priority", "affinity",
                        "cache_aware"]
 ResponsesMode = Literal["auto", "native", "translate", "disabled"]
+Priority = Literal["interactive", "batch"]
+DEFAULT_KEY_NAME = "default"  # the entry `[server] api_keys` belong to (and an open gateway's)
 
 
 class _Section(BaseModel):
@@ -100,6 +103,40 @@ class OllamaConfig(_Section):
     fanout_timeout: float = Field(default=5.0, gt=0)  # per endpoint, for /api/tags, /ps, /version
 
 
+class KeyConfig(_Section):
+    """One `[[keys]]` entry: a named client key (a team) with its model access and limits."""
+
+    name: str = Field(min_length=1)  # what logs, metrics and admin show; never the secret
+    key: SecretStr | None = None
+    key_env: str | None = None
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    models: tuple[str, ...] | None = None  # glob patterns; None: every model
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute; None: unlimited
+    tpm: int | None = Field(default=None, ge=1)  # tokens (input + output) per minute
+    max_in_flight: int | None = Field(default=None, ge=1)  # concurrent requests of this key
+    priority: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> KeyConfig:
+        given = [f for f in ("key", "key_env", "key_sha256") if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of key, key_env, key_sha256 (not {' and '.join(given)})")
+        # the default entry's members are [server] api_keys: it needs no key of its own
+        if not given and self.name != DEFAULT_KEY_NAME:
+            raise ValueError("give one of key, key_env, key_sha256")
+        return self
+
+
+class LimitsConfig(_Section):
+    """How per-key limits behave (the limits themselves are on each `[[keys]]` entry)."""
+
+    # a batch request that has waited this long for a slot is served like an interactive one,
+    # so a steady interactive load never starves batch jobs
+    promote_batch_after: float = Field(default=5.0, ge=0)
+    # rpm, tpm and max_in_flight per key counted across every instance, in [redis] (lb/shared)
+    shared: bool = False
+
+
 class EndpointConfig(_Section):
     name: str = Field(min_length=1)
     url: str = Field(pattern=r"^https?://[^/\s]+")
@@ -136,7 +173,7 @@ class CacheAwareConfig(_Section):
 class ModelConfig(_Section):
     name: str = Field(min_length=1)
     upstream: str | None = None
-    strategy: StrategyName = "weighted"
+    strategy: StrategyName | None = None  # None: the API's default (lb/routing.py)
     endpoints: tuple[str, ...] | None = None
     cache_aware: CacheAwareConfig = CacheAwareConfig()
 
@@ -153,9 +190,12 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     responses: ResponsesConfig = ResponsesConfig()
     ollama: OllamaConfig = OllamaConfig()
+    limits: LimitsConfig = LimitsConfig()
     redis: RedisConfig | None = None
     endpoints: tuple[EndpointConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
+    keys: tuple[KeyConfig, ...] = ()
+    keys_file: Path | None = None  # more [[keys]] tables, in a file a secret store may write
 
     @model_validator(mode="after")
     def _cross_references(self) -> Config:
@@ -173,13 +213,28 @@ class Config(_Section):
             for j, ref in enumerate(m.endpoints or ()):
                 if ref not in seen:
                     problems.append((f"models[{i}].endpoints[{j}]", f"no endpoint named {ref!r}"))
+        if problems:
+            raise ValueError("; ".join(f"{loc}: {reason}" for loc, reason in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _redis_references(self) -> Config:
+        problems: list[tuple[str, str]] = []
         if self.redis is not None and self.redis.url is None and not self.redis.url_env:
             problems.append(("redis", "set url or url_env"))
         if self.store.kind == "redis" and self.redis is None:
             problems.append(("store.kind", "kind = \"redis\" needs a [redis] section"))
+        if self.limits.shared and self.redis is None:
+            problems.append(("limits.shared", "shared = true needs a [redis] section"))
         if problems:
             raise ValueError("; ".join(f"{loc}: {reason}" for loc, reason in problems))
         return self
+
+    @property
+    def has_client_keys(self) -> bool:
+        """Whether clients must present a key (else the gateway is open)."""
+        return self.server.api_keys is not None or any(
+            k.key is not None or k.key_sha256 is not None for k in self.keys)
 
     def endpoint(self, name: str) -> EndpointConfig | None:
         return next((e for e in self.endpoints if e.name == name), None)
@@ -225,6 +280,10 @@ def _describe(error: Any) -> tuple[str, str]:
     ctx = error.get("ctx") or {}
     kind = error["type"]
     reason = _REASONS[kind].format(**ctx) if kind in _REASONS else str(error["msg"])
+    if loc.endswith("key_sha256"):
+        reason = "must be the 64 hex digits of a SHA-256 digest"
+    elif kind == "value_error" and loc:
+        reason = reason.removeprefix("Value error, ")
     if kind == "value_error" and not loc:
         # our cross-reference validator already formats "loc: reason; loc: reason"
         msg = str(error["msg"]).removeprefix("Value error, ")
@@ -256,13 +315,14 @@ def _resolve_secrets(config: Config, source: str, env: Mapping[str, str], base: 
         ep.model_copy(update={"api_key": from_env(ep.api_key_env, f"endpoints[{i}].api_key_env",
                                                   ep.api_key)})
         for i, ep in enumerate(config.endpoints))
+    client_keys = resolve_keys(config, keys, env, base, problems)
     if problems:
         raise ConfigError(source, problems)
     has_keys = server.api_keys is not None or server.api_keys_file is not None
     server = server.model_copy(update={"api_keys": tuple(keys) if has_keys else None,
                                        "admin_key": admin})
     return config.model_copy(update={
-        "server": server, "endpoints": endpoints, "redis": redis,
+        "server": server, "endpoints": endpoints, "redis": redis, "keys": client_keys,
         "responses": responses.model_copy(update={"compaction_key": compaction})})
 
 
@@ -289,3 +349,70 @@ def _read_key_file(path: Path | None, base: Path,
         problems.append(("server.api_keys_file", f"cannot read {key_path}: {exc.strerror}"))
         return []
     return [SecretStr(s) for s in (ln.strip() for ln in lines) if s and not s.startswith("#")]
+
+
+def resolve_keys(config: Config, api_keys: list[SecretStr], env: Mapping[str, str], base: Path,
+                 problems: list[tuple[str, str]]) -> tuple[KeyConfig, ...]:
+    """`[[keys]]` and the entries of `keys_file`, each `key_env` read into `key`; names unique."""
+    entries = [(f"keys[{i}]", k) for i, k in enumerate(config.keys)]
+    entries += [(f"keys_file: {loc}", k) for loc, k in _read_keys_file(config.keys_file, base,
+                                                                        problems)]
+    resolved: list[KeyConfig] = []
+    names: set[str] = set()
+    for loc, entry in entries:
+        if entry.name in names:
+            problems.append((f"{loc}.name", f"duplicate key name {entry.name!r}"))
+        names.add(entry.name)
+        if entry.key_env is not None:
+            if entry.key_env not in env:
+                problems.append((f"{loc}.key_env",
+                                 f"environment variable {entry.key_env} is not set"))
+                continue
+            entry = entry.model_copy(update={"key": SecretStr(env[entry.key_env])})
+        resolved.append(entry)
+    _refuse_shared_secrets(api_keys, resolved, problems)
+    return tuple(resolved)
+
+
+def _refuse_shared_secrets(api_keys: list[SecretStr], entries: list[KeyConfig],
+                           problems: list[tuple[str, str]]) -> None:
+    """One key, one team: a key two entries hold would make its requests anyone's."""
+    owners = {hashlib.sha256(k.get_secret_value().encode()).digest(): DEFAULT_KEY_NAME
+              for k in api_keys}
+    for entry in entries:
+        if entry.key is not None:
+            found = hashlib.sha256(entry.key.get_secret_value().encode()).digest()
+        elif entry.key_sha256 is not None:
+            found = bytes.fromhex(entry.key_sha256)
+        else:
+            continue
+        owner = owners.setdefault(found, entry.name)
+        if owner != entry.name:
+            problems.append((f"keys.{entry.name}", f"the same key as {owner!r}"))
+
+
+def _read_keys_file(path: Path | None, base: Path,
+                    problems: list[tuple[str, str]]) -> list[tuple[str, KeyConfig]]:
+    """The `[[keys]]` tables of `keys_file` (nothing else may be in it)."""
+    if path is None:
+        return []
+    file = path if path.is_absolute() else base / path
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        problems.append(("keys_file", f"cannot read {file}: {exc.strerror}"))
+        return []
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(("keys_file", f"{file} is not valid TOML: {exc}"))
+        return []
+    try:
+        keys = _KeysFile.model_validate(raw).keys
+    except ValidationError as exc:
+        problems.extend((f"keys_file: {loc}", reason)
+                        for loc, reason in (_describe(e) for e in exc.errors()))
+        return []
+    return [(f"keys[{i}]", k) for i, k in enumerate(keys)]
+
+
+class _KeysFile(_Section):
+    keys: tuple[KeyConfig, ...] = ()

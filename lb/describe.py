@@ -6,7 +6,7 @@ import random
 
 from lb.config import Config
 from lb.endpoints import Fleet
-from lb.routing import Router
+from lb.routing import EMBEDDINGS_STRATEGY, Router
 
 
 def describe_config(config: Config) -> str:
@@ -29,7 +29,9 @@ def describe_config(config: Config) -> str:
     policies = {m.name: m for m in config.models}
     for name in router.model_names():
         pool = router.pool(name)
-        strategy = policies[name].strategy if name in policies else "weighted"
+        policy = policies.get(name)
+        strategy = (policy.strategy if policy and policy.strategy else
+                    f"{router.strategy_name(name)}; embeddings {EMBEDDINGS_STRATEGY}")
         arrow = f" -> {pool.upstream}" if pool.rewrites_model else ""
         members = ", ".join(ep.name for ep in pool.members)
         lines.append(f"  {name}{arrow} [{strategy}]: {members}")
@@ -46,8 +48,9 @@ def _shared_state(config: Config) -> list[str]:
     if redis is None:
         return []
     source = f"url from ${redis.url_env}" if redis.url_env else "url set"
+    limits = "shared" if config.limits.shared else "per instance"
     return [f"redis: {source}, key_prefix {redis.key_prefix!r}, timeout {redis.timeout:g}s; "
-            f"store: {config.store.kind}"]
+            f"store: {config.store.kind}; limits: {limits}"]
 
 
 def config_warnings(config: Config) -> list[str]:

@@ -19,6 +19,7 @@ Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middlewar
         ├── MethodNotAllowed    405 method_not_allowed
         ├── PayloadTooLarge     413 payload_too_large
         ├── RateLimited         429 rate_limit_exceeded (+ Retry-After)
+        │   └── KeyRateLimited  429 a client key over its rpm/tpm/max_in_flight (+ x-ratelimit-*)
         ├── NotImplementedApi   501 (the API is not served for this model)
         ├── BadGateway          502 upstream_error (every attempt failed)
         ├── NoUsableEndpoint    503 no_usable_endpoint
@@ -36,6 +37,7 @@ Ollama's bare `{"error": message}` (`ollama_body()`, on `/api/*`); the middlewar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
@@ -164,6 +166,21 @@ class RateLimited(ApiError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class KeyRateLimited(RateLimited):
+    """A client key is over one of its own limits; `limit_headers` are OpenAI's x-ratelimit-*."""
+
+    def __init__(self, message: str, *, retry_after_s: float,
+                 limit_headers: dict[str, str]) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str]:
+        # rounded up: a client that waits exactly Retry-After must find room
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s))),
+                "retry-after-ms": str(max(1, math.ceil(self.retry_after_s * 1000))),
+                **self.limit_headers}
 
 
 class NotImplementedApi(ApiError):

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiohttp
 import structlog
 
 from lb.admission import Admission
@@ -22,6 +21,7 @@ from lb.errors import (
     GatewayTimeout,
     NoUsableEndpoint,
     RateLimited,
+    StreamBroken,
     UpstreamAuthFailed,
     UpstreamError,
     UpstreamStatus,
@@ -31,7 +31,8 @@ from lb.health import PassiveHealth
 from lb.observe import current_record
 from lb.redact import NO_SECRETS, Redactor
 from lb.routing import AttemptPlan, Verdict
-from lb.upstream import Upstream, UpstreamCall, first_chunk, read_at_most, read_body
+from lb.upstream import Upstream, UpstreamCall
+from lb.upstream.connection import Reply
 
 INLINE_BODY_BYTES = 256 << 10  # non-stream bodies up to this are read whole and sent in one write
 _ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we read to quote
@@ -47,7 +48,7 @@ class Exchange:
 
     endpoint: Endpoint
     lease: Lease
-    response: aiohttp.ClientResponse
+    response: Reply
     attempts: int
     is_sse: bool
     body: bytes | None = None  # whole body when small and not a stream
@@ -139,14 +140,16 @@ class Forwarder:
 
     async def _wait_for_slot(self, plan: AttemptPlan, deadline: float) -> None:
         started = time.perf_counter()
+        record = current_record()
         try:
-            await self._admission.wait_for_slot(plan.pool.members, deadline)
+            await self._admission.wait_for_slot(plan.pool.members, deadline,
+                                                record.priority if record else "interactive")
         finally:
             self._observer.waited(time.perf_counter() - started)
 
     async def _attempt(self, endpoint: Endpoint, call: UpstreamCall, attempt: int) -> Exchange:
         lease = self._fleet.lease(endpoint)
-        resp: aiohttp.ClientResponse | None = None
+        resp: Reply | None = None
         try:
             resp = await self._upstream.send(endpoint, call)
             if resp.status >= 500 or resp.status == 429:
@@ -157,14 +160,14 @@ class Forwarder:
             is_sse = resp.content_type == "text/event-stream"
             exchange = Exchange(endpoint, lease, resp, attempt, is_sse, redactor=self._redactor)
             if not is_sse and _is_small(resp):
-                exchange.body = await read_body(resp, endpoint.name)
+                exchange.body = await resp.read()
             elif not is_sse and resp.status >= 400:
                 # an error body of unknown or large size: read its start whole, so that the
                 # relay can redact it like any other error body
-                exchange.body = await read_at_most(resp, endpoint.name, INLINE_BODY_BYTES)
+                exchange.body = await resp.read_at_most(INLINE_BODY_BYTES)
             elif resp.status < 300:
                 # wait for the first bytes: a backend that dies before them can still fail over
-                exchange.first = await first_chunk(resp, endpoint.name)
+                exchange.first = await _first_chunk(resp, endpoint.name)
             return exchange
         except BaseException:
             if resp is not None:
@@ -190,21 +193,29 @@ class Forwarder:
                         eject_for_s=self._health.eject_for_s)
 
 
-def _is_small(resp: aiohttp.ClientResponse) -> bool:
+async def _first_chunk(resp: Reply, endpoint: str) -> bytes:
+    try:
+        return await resp.chunk()
+    except StreamBroken as exc:
+        if resp.is_timed_out:  # idle, counted from the headers: fail over as a timeout
+            raise UpstreamTimeout(f"{endpoint} sent its headers, then nothing") from exc
+        raise
+
+
+def _is_small(resp: Reply) -> bool:
     length = resp.content_length
     return length is not None and length <= INLINE_BODY_BYTES
 
 
-async def _status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse,
-                        redactor: Redactor) -> UpstreamStatus:
+async def _status_error(endpoint: Endpoint, resp: Reply, redactor: Redactor) -> UpstreamStatus:
     try:
-        snippet = (await resp.content.read(_ERROR_SNIPPET_BYTES)).decode("utf-8", "replace")
-    except (aiohttp.ClientError, TimeoutError):
+        snippet = (await resp.chunk())[:_ERROR_SNIPPET_BYTES].decode("utf-8", "replace")
+    except UpstreamError:
         snippet = ""
     return UpstreamStatus(f"{endpoint.name} answered {resp.status}: "
                           f"{redactor.text(snippet.strip(), _ERROR_SNIPPET_CHARS)}",
                           upstream_status=resp.status,
-                          retry_after=resp.headers.get("Retry-After"))
+                          retry_after=resp.header("Retry-After"))
 
 
 def _final_error(failures: list[UpstreamError], plan: AttemptPlan) -> ApiError:

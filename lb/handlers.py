@@ -16,7 +16,10 @@ from lb.observe import RequestRecord
 from lb.payload import SESSION_HEADER, parse_payload
 from lb.relay import PASSTHROUGH, StreamFraming, relay
 from lb.responses.modes import model_mode
+from lb.routing import ANY_KIND, EMBEDDINGS
 from lb.runtime import Runtime
+from lb.teams.step import admit_call, allowed
+from lb.teams.usage import usage_for
 from lb.upstream import UpstreamCall, forwardable_headers
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,18 +50,23 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def openai_proxy(path: str) -> Handler:
+    is_generation = path != "/embeddings"  # embeddings: no prompt prefix worth following
+    surface = ANY_KIND if is_generation else EMBEDDINGS
+
     async def handle(request: web.Request) -> web.StreamResponse:
         runtime = request.app[RUNTIME].current
         record = record_of(request)
         payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
         record.model, record.stream = payload.model, payload.stream
+        ticket = await admit_call(request, payload.model)
         plan = runtime.router.plan(payload.model,
                                    payload.session_key(request.headers.get(SESSION_HEADER)),
-                                   prompt=payload.routing_text)
+                                   surface, payload.routing_text if is_generation else None)
+        body, framing = usage_for(ticket, payload, plan.pool.upstream, record)
         call = UpstreamCall("POST", "/v1" + path, forwardable_headers(request.headers),
-                            payload.for_upstream(plan.pool.upstream), record.request_id)
+                            body, record.request_id)
         exchange = await runtime.forwarder.open(plan, lambda _endpoint: call)
-        return await deliver(request, runtime, exchange, record)
+        return await deliver(request, runtime, exchange, record, framing)
 
     return handle
 
@@ -96,6 +104,8 @@ async def list_models(request: web.Request) -> web.Response:
     router = request.app[RUNTIME].current.router
     data = []
     for name in router.model_names():
+        if not allowed(request, name):
+            continue
         members = router.pool(name).members
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "fleetlb",
                      "fleetlb": {"endpoints": len(members),

@@ -25,8 +25,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from lb.config import Priority
 from lb.endpoints import Fleet
 from lb.observe import RequestRecord
+from lb.teams.stats import KeyStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the classic text format, every scraper
 UNKNOWN_MODEL = "unknown"  # a name no pool serves: never a label of its own (clients choose it)
@@ -103,11 +105,9 @@ class _Series:
 
     duration: Buckets = field(default_factory=lambda: Buckets(DURATION_BUCKETS_S))
     ttfb: Buckets = field(default_factory=lambda: Buckets(TTFB_BUCKETS_S))
-    by_status: dict[int, int] = field(default_factory=dict)
+    by_status: dict[tuple[int, str], int] = field(default_factory=dict)  # (status, key name)
     stream_failures: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    has_usage: bool = False
+    tokens: dict[str, list[int]] = field(default_factory=dict)  # key name -> [input, output]
 
 
 class Metrics:
@@ -139,7 +139,9 @@ class Metrics:
         if series is None:
             series = self._series[key] = _Series()
         by_status = series.by_status
-        by_status[record.status] = by_status.get(record.status, 0) + 1
+        team = record.key or ""
+        status = (record.status, team)
+        by_status[status] = by_status.get(status, 0) + 1
         series.duration.observe(duration_s)
         if record.ttfb_s is not None:
             series.ttfb.observe(record.ttfb_s)
@@ -151,9 +153,11 @@ class Metrics:
             self._routes[route_key] = self._routes.get(route_key, 0) + 1
         usage = record.usage
         if usage is not None:
-            series.input_tokens += usage.input_tokens
-            series.output_tokens += usage.output_tokens
-            series.has_usage = True
+            counts = series.tokens.get(team)
+            if counts is None:
+                counts = series.tokens[team] = [0, 0]
+            counts[0] += usage.input_tokens
+            counts[1] += usage.output_tokens
         if key[0]:  # a model request (not a probe of /healthz or the status page polling)
             self._stats.count(key[0], record.status >= 500 or record.outcome == "upstream_failed",
                               record.ttfb_s, usage.input_tokens if usage else 0,
@@ -199,7 +203,7 @@ class Metrics:
     def _request_families(self) -> Iterator[Metric]:
         labels = ["model", "endpoint", "api"]
         requests = CounterMetricFamily("fleetlb_requests", "Requests answered, by final status.",
-                                       labels=[*labels, "status"])
+                                       labels=[*labels, "status", "key"])
         duration = HistogramMetricFamily("fleetlb_request_duration_seconds",
                                          "Time from request to the last byte of the answer.",
                                          labels=labels)
@@ -207,19 +211,18 @@ class Metrics:
                                      "Time from request to the first body byte sent.",
                                      labels=labels)
         failures: dict[tuple[str, str], int] = {}
-        tokens: dict[tuple[str, str], tuple[int, int]] = {}
+        tokens: dict[tuple[str, str, str], tuple[int, int]] = {}
         for key, series in self._series.items():
-            for status, n in series.by_status.items():
-                requests.add_metric([*key, str(status)], n)
+            for (status, team), n in series.by_status.items():
+                requests.add_metric([*key, str(status), team], n)
             duration.add_metric(list(key), series.duration.cumulative(), series.duration.total)
             ttfb.add_metric(list(key), series.ttfb.cumulative(), series.ttfb.total)
             pair = (key[0], key[1])  # these two are not broken down by api
             if series.stream_failures:
                 failures[pair] = failures.get(pair, 0) + series.stream_failures
-            if series.has_usage:
-                before = tokens.get(pair, (0, 0))
-                tokens[pair] = (before[0] + series.input_tokens,
-                                before[1] + series.output_tokens)
+            for team, (inputs, outputs) in series.tokens.items():
+                before = tokens.get((*pair, team), (0, 0))
+                tokens[(*pair, team)] = (before[0] + inputs, before[1] + outputs)
         stream_failures = CounterMetricFamily(
             "fleetlb_stream_failures", "Bodies that broke after their first byte was sent.",
             labels=["model", "endpoint"])
@@ -227,10 +230,10 @@ class Metrics:
             stream_failures.add_metric(list(pair), n)
         token_family = CounterMetricFamily("fleetlb_tokens",
                                            "Tokens, as reported by backends in `usage`.",
-                                           labels=["model", "endpoint", "kind"])
-        for pair, (inputs, outputs) in tokens.items():
-            token_family.add_metric([*pair, "input"], inputs)
-            token_family.add_metric([*pair, "output"], outputs)
+                                           labels=["model", "endpoint", "kind", "key"])
+        for (model, endpoint, team), (inputs, outputs) in tokens.items():
+            token_family.add_metric([model, endpoint, "input", team], inputs)
+            token_family.add_metric([model, endpoint, "output", team], outputs)
         yield from (requests, duration, ttfb, stream_failures, token_family)
 
     def _model_label(self, record: RequestRecord) -> str:
@@ -240,6 +243,37 @@ class Metrics:
         if record.endpoint is not None:  # it was routed, so a pool serves it
             return model
         return model if self._knows_model(model) else UNKNOWN_MODEL
+
+
+class KeyCollector:
+    """Per-key gauges and counters (lb.teams) and the admission queue's depth per priority, read
+    when scraped."""
+
+    def __init__(self, stats: Callable[[], KeyStats],
+                 queue_depth: Callable[[], dict[Priority, int]]) -> None:
+        self._stats = stats
+        self._queue_depth = queue_depth
+
+    def describe(self) -> list[Metric]:
+        return []  # computed at scrape time; nothing to pre-register
+
+    def collect(self) -> Iterator[Metric]:
+        limited = CounterMetricFamily("fleetlb_rate_limited",
+                                      "Calls refused because their key was over a limit.",
+                                      labels=["key", "limit"])
+        in_flight = GaugeMetricFamily("fleetlb_key_in_flight",
+                                      "Model calls of each client key being served now.",
+                                      labels=["key"])
+        for name, totals in self._stats().items():
+            in_flight.add_metric([name], totals.in_flight)
+            for limit, n in totals.rate_limited.items():
+                limited.add_metric([name, limit], n)
+        depth = GaugeMetricFamily("fleetlb_queue_depth",
+                                  "Requests waiting for a free endpoint slot, by priority.",
+                                  labels=["priority"])
+        for priority, n in self._queue_depth().items():
+            depth.add_metric([priority], n)
+        yield from (limited, in_flight, depth)
 
 
 class FleetCollector:

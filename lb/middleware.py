@@ -27,6 +27,7 @@ from lb.errors import (
 )
 from lb.observe import RequestRecord, begin_request, new_request_id
 from lb.redact import NO_SECRETS, Redactor
+from lb.teams.step import finish_call, identify
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_REQUEST_ID_CHARS = 128  # a longer client id is replaced: it would bloat every log line
@@ -83,9 +84,10 @@ def _guard(request: web.Request) -> None:
     if path in _OPEN_PATHS:
         return
     runtime = request.app[RUNTIME].current
-    auth = runtime.admin_auth if path.startswith(("/admin", "/metrics")) \
-        else runtime.client_auth
-    auth.check(request.headers.get("Authorization"))
+    if path.startswith(("/admin", "/metrics")):
+        runtime.admin_auth.check(request.headers.get("Authorization"))
+    else:
+        identify(request, runtime)  # the client key's team (lb.teams)
 
 
 def _from_http(exc: web.HTTPException) -> ApiError:
@@ -132,6 +134,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = _failed(record, ApiError(f"internal error (request id {rid})"), rid)
     finally:
         drain.end(task)
+        finish_call(request)  # the key's in-flight lease back, its tokens charged
     if not response.prepared:
         response.headers.setdefault("X-Request-ID", rid)
     record.status = response.status

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Protocol
 import orjson
 import structlog
 
+from lb.config import Priority
 from lb.usage import Usage
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class RequestRecord:
     outcome: str = "ok"  # ok | error | upstream_failed | client_gone | interrupted
     error: str | None = None
     usage: Usage | None = None  # when the backend reported token counts
+    key: str | None = None  # the client key's name (lb.teams), never the key itself
+    priority: Priority = "interactive"  # the key's, for the admission queue
     dropped: str | None = None  # what translation did not send to the backend (x-fleetlb-dropped)
     route: RouteNote | None = None  # what the strategy said about its choice (cache_aware)
 
@@ -95,6 +98,7 @@ class RequestRecord:
             "duration_ms": round((now - self.started) * 1000, 3),
             "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
             "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
+            "key": self.key,
             **({"error": self.error} if self.error else {}),
             **({"dropped": self.dropped} if self.dropped else {}),
             **({"route": self.route.label} if self.route and self.route.reason else {}),

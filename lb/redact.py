@@ -73,6 +73,7 @@ def secrets_of(config: Config) -> list[str]:
     A new kind of secret in the config joins this list, so that redaction cannot forget it."""
     server = config.server
     found = list(server.client_keys())
+    found += [k.key.get_secret_value() for k in config.keys if k.key is not None]
     if server.admin_key is not None:
         found.append(server.admin_key.get_secret_value())
     found += [ep.api_key.get_secret_value() for ep in config.endpoints if ep.api_key is not None]

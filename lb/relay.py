@@ -15,15 +15,16 @@ from typing import Protocol
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from lb.errors import ApiError, StreamBroken, UpstreamError
 from lb.forward import Exchange
 from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
+from lb.sink import ClientSink
 from lb.sse import SseDecoder
-from lb.upstream import body_chunks, returnable_headers
+from lb.upstream import reply_chunks, returnable_headers
 from lb.usage import OLLAMA_USAGE_KEY, USAGE_KEY, find_usage
 
 NDJSON = "application/x-ndjson"  # Ollama's streams
@@ -138,12 +139,22 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
                             headers=out_headers), RelayOutcome()
     response = web.StreamResponse(status=exchange.response.status, headers=out_headers)
     outcome = RelayOutcome()
+    is_ndjson = not exchange.is_sse and exchange.response.content_type == NDJSON
+    if request.version >= HttpVersion11:
+        response.enable_chunked_encoding()  # the fast path writes chunks itself
     try:
-        await response.prepare(request)
+        writer = await response.prepare(request)
         _bound_client_buffer(request)
-        if exchange.is_sse:
+        transport = request.transport
+        if (exchange.is_sse or is_ndjson) and writer is not None and transport is not None \
+                and request.version >= HttpVersion11:
+            decoder, lines, key = (SseDecoder(), framing, USAGE_KEY) if exchange.is_sse else \
+                (NdjsonDecoder(), NDJSON_LINES, OLLAMA_USAGE_KEY)
+            await ClientSink(transport, exchange, record, decoder, lines, outcome,
+                             key).run(writer)
+        elif exchange.is_sse:
             await pump_sse(response, exchange, record, framing, outcome)
-        elif exchange.response.content_type == NDJSON:
+        elif is_ndjson:
             await _pump_framed(response, exchange, record, NdjsonDecoder(), NDJSON_LINES,
                                outcome, OLLAMA_USAGE_KEY)
         else:
@@ -175,8 +186,7 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     write = response.write
     with_usage = b""  # the last write that mentions usage: parsed once, at the end
     try:
-        async for chunk in body_chunks(exchange.response, exchange.endpoint.name,
-                                       exchange.first):
+        async for chunk in reply_chunks(exchange.response, exchange.first):
             events = decoder.feed(chunk)
             if events:
                 data = framing.events(events)
@@ -193,7 +203,8 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     except Exception as exc:
         tail = _failed_tail(exc, exchange, framing, outcome)
     if with_usage or usage_key in tail:
-        record.usage = find_usage(with_usage or tail)
+        # a framing may have taken the counts out of the stream already (lb.teams.usage)
+        record.usage = find_usage(with_usage or tail) or record.usage
     if tail:
         record.bytes_out += len(tail)
         await write(tail)
@@ -227,7 +238,7 @@ def _fail_safely(framing: StreamFraming, error: ApiError) -> bytes:
 
 async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
                       record: RequestRecord) -> None:
-    async for chunk in body_chunks(exchange.response, exchange.endpoint.name, exchange.first):
+    async for chunk in reply_chunks(exchange.response, exchange.first):
         if record.ttfb_s is None:
             record.ttfb_s = time.perf_counter() - record.started
         record.bytes_out += len(chunk)

@@ -23,10 +23,11 @@ RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "server": ("host", "port"),
     "store": tuple(StoreConfig.model_fields),
     "responses": ("compaction_key", "compaction_key_env"),
+    "limits": ("shared",),  # where limit state lives (in process or Redis) is chosen at start
 }
 # optional sections read once at start as a whole (the Redis link, shared by store and limits)
 RESTART_ONLY_SECTIONS = ("redis",)
-_LISTS = ("endpoints", "models")  # Config fields diffed item by item rather than as sections
+_LISTS = ("endpoints", "models", "keys")  # Config fields diffed item by item, not as sections
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class ConfigChange:
     models_added: tuple[str, ...] = ()
     models_removed: tuple[str, ...] = ()
     models_changed: tuple[str, ...] = ()  # "[[models]] llama3.strategy"
+    keys_added: tuple[str, ...] = ()  # [[keys]] names (never their secrets)
+    keys_removed: tuple[str, ...] = ()
+    keys_changed: tuple[str, ...] = ()  # "team-a.rpm", "team-a.key"
     settings_changed: tuple[str, ...] = ()  # "timeouts.idle", "server.api_keys"
     restart_required: tuple[str, ...] = ()  # "server.port": changed in the file, old value kept
 
@@ -59,6 +63,8 @@ def diff_configs(old: Config, new: Config) -> ConfigChange:
     old_models, new_models = _model_names(old), _model_names(new)
     old_policies = {m.name: m for m in old.models}
     settings, restart = _settings_changed(old, new)
+    old_keys = {k.name: k for k in old.keys}
+    new_keys = {k.name: k for k in new.keys}
     return ConfigChange(
         endpoints_added=tuple(n for n in new_eps if n not in old_eps),
         endpoints_removed=tuple(n for n in old_eps if n not in new_eps),
@@ -69,6 +75,10 @@ def diff_configs(old: Config, new: Config) -> ConfigChange:
         models_removed=tuple(sorted(old_models - new_models)),
         models_changed=tuple(f"{m.name}.{key}" for m in new.models if m.name in old_policies
                              for key in _changed_keys(old_policies[m.name], m)),
+        keys_added=tuple(n for n in new_keys if n not in old_keys),
+        keys_removed=tuple(n for n in old_keys if n not in new_keys),
+        keys_changed=tuple(f"{n}.{key}" for n, k in new_keys.items() if n in old_keys
+                           for key in _changed_keys(old_keys[n], k)),
         settings_changed=settings,
         restart_required=restart,
     )
@@ -123,6 +133,10 @@ def _settings_changed(old: Config, new: Config) -> tuple[tuple[str, ...], tuple[
         if section in RESTART_ONLY_SECTIONS:
             if getattr(old, section) != getattr(new, section):
                 restart.append(section)
+            continue
+        if not isinstance(getattr(new, section), BaseModel):  # a top-level value (keys_file)
+            if getattr(old, section) != getattr(new, section):
+                settings.append(section)
             continue
         for key in _changed_keys(getattr(old, section), getattr(new, section)):
             name = f"{section}.{key}"

@@ -12,28 +12,37 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lb.balancing import PickRequest, RouteNote, Strategy, make_strategy, warm_first
-from lb.config import Config, EndpointKind, ModelConfig
+from lb.config import Config, EndpointKind, ModelConfig, StrategyName
 from lb.endpoints import Endpoint, Fleet
 from lb.errors import ModelNotFound, NoUsableEndpoint
 from lb.health import usable_or_all
 from lb.model_names import model_key
 from lb.prefix import PromptSource
 
+# A model without `strategy` in its [[models]] entry (or without an entry) is balanced by its
+# API's default: cache_aware for generation (the agent-sessions bench, README: How a request is
+# routed), least_in_flight for embeddings (no conversation, no prefix worth following).
+DEFAULT_STRATEGY: StrategyName = "cache_aware"
+EMBEDDINGS_STRATEGY: StrategyName = "least_in_flight"
+
 
 @dataclass(frozen=True, slots=True)
 class Surface:
-    """An API surface's view of the pools: which endpoint kinds may serve it, and whether
-    endpoints with the model already loaded go first whatever the model's strategy."""
+    """An API surface's view of the pools: which endpoint kinds may serve it, whether endpoints
+    with the model already loaded go first whatever the model's strategy, and the strategy of
+    models that name none."""
 
     name: str
     kinds: frozenset[EndpointKind] | None = None  # None: every kind
     is_warm_first: bool = False
+    default_strategy: StrategyName = DEFAULT_STRATEGY
 
     def admits(self, endpoint: Endpoint) -> bool:
         return self.kinds is None or endpoint.config.kind in self.kinds
 
 
 ANY_KIND = Surface("any")
+EMBEDDINGS = Surface("any", default_strategy=EMBEDDINGS_STRATEGY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +109,7 @@ class Router:
         self._fleet = fleet
         self._rng = rng
         self._policies = {model_key(m.name): m for m in config.models}
-        self._strategies: dict[str, Strategy] = {}
+        self._strategies: dict[tuple[str, StrategyName], Strategy] = {}
         self._pools: dict[tuple[str, Surface], Pool] = {}
         self._generation = -1
 
@@ -133,6 +142,11 @@ class Router:
         pool = self.pool(model, surface)
         return AttemptPlan(pool, PickRequest(pool.upstream, key, prompt, RouteNote()))
 
+    def strategy_name(self, model: str, surface: Surface = ANY_KIND) -> StrategyName:
+        """The strategy that balances `model` on `surface`: its policy's, else the default."""
+        policy = self._policies.get(model_key(model))
+        return policy.strategy if policy and policy.strategy else surface.default_strategy
+
     def model_names(self) -> list[str]:
         """Every name a client may ask for: policy names and every served model, once each
         (`qwen` and `qwen:latest` are one model: the first spelling seen is listed)."""
@@ -155,9 +169,10 @@ class Router:
                 raise NoUsableEndpoint(f"no endpoint serves the model '{model}' right now")
             raise ModelNotFound(f"The model '{model}' does not exist", param="model")
         upstream = policy.upstream_name if policy else model
-        strategy = self._strategy(model, policy)
+        name = self.strategy_name(model, surface)
+        strategy = self._strategy(model, name, policy)
         if surface.is_warm_first:
-            strategy = warm_first(strategy, policy.strategy if policy else "weighted")
+            strategy = warm_first(strategy, name)
         return Pool(model, upstream, members, strategy)
 
     def _members(self, model: str) -> tuple[Endpoint, ...]:
@@ -169,12 +184,12 @@ class Router:
             eps = (ep for name in allowed if (ep := self._fleet.get(name)) is not None)
         return tuple(ep for ep in eps if ep.serves(upstream) and not ep.draining)
 
-    def _strategy(self, model: str, policy: ModelConfig | None) -> Strategy:
-        """One strategy object per model, shared by both spellings and every surface."""
-        key = model_key(model)
+    def _strategy(self, model: str, name: StrategyName, policy: ModelConfig | None) -> Strategy:
+        """One strategy object per model and name, shared by both spellings and every surface
+        (a cache_aware model's prefix map is one, whichever API its requests came by)."""
+        key = (model_key(model), name)
         strategy = self._strategies.get(key)
         if strategy is None:
-            strategy = make_strategy(policy.strategy if policy else "weighted", self._rng,
-                                     policy.cache_aware if policy else None)
+            strategy = make_strategy(name, self._rng, policy.cache_aware if policy else None)
             self._strategies[key] = strategy
         return strategy

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lb.admission import Admission
-from lb.auth import Auth, admin_auth, client_auth
+from lb.auth import Auth, admin_auth
 from lb.config import Config
 from lb.endpoints import Fleet
 from lb.forward import Forwarder, ForwardObserver
@@ -20,6 +20,7 @@ from lb.health import PassiveHealth
 from lb.redact import Redactor, redactor_for
 from lb.reload import next_fleet
 from lb.routing import Router
+from lb.teams.table import KeyTable
 from lb.upstream import Upstream
 
 
@@ -30,7 +31,7 @@ class Runtime:
     router: Router
     admission: Admission
     forwarder: Forwarder
-    client_auth: Auth
+    keys: KeyTable  # client keys: who is calling, their models and limits
     admin_auth: Auth
     redactor: Redactor  # removes this generation's secrets from quoted backend text
 
@@ -60,12 +61,14 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
     server = config.server
     if previous is None:
         fleet = Fleet.from_configs(config.endpoints)
-        admission = Admission(fleet, max_queued=server.max_queued, timeout_s=server.queue_timeout)
+        admission = Admission(fleet, max_queued=server.max_queued, timeout_s=server.queue_timeout,
+                              promote_after_s=config.limits.promote_batch_after, clock=clock)
     else:
         fleet = next_fleet(previous.fleet, config.endpoints)
         admission = previous.admission  # one queue: waiters of both generations share slots
         admission.follow(fleet)
         admission.configure(max_queued=server.max_queued, timeout_s=server.queue_timeout)
+        admission.promote_after_s = config.limits.promote_batch_after
     health = PassiveHealth.from_config(config.probes, clock)
     redactor = redactor_for(config)
     forwarder = Forwarder(fleet, upstream, admission, health,
@@ -78,8 +81,7 @@ def build_runtime(config: Config, upstream: Upstream, rng: random.Random,
         router=Router(config, fleet, rng),
         admission=admission,
         forwarder=forwarder,
-        client_auth=client_auth(config.server.client_keys()
-                                if config.server.api_keys is not None else None),
+        keys=KeyTable.from_config(config),
         admin_auth=admin_auth(admin_key.get_secret_value() if admin_key else None),
         redactor=redactor,
     )

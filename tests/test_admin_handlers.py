@@ -127,3 +127,20 @@ async def test_gateway_without_admin_key_shows_stats_openly(
     status, stats, _ = await get(gw.url + "/admin/stats")
     assert status == 200
     assert [m["name"] for m in stats["models"]] == ["m1"]
+
+
+async def test_model_names_from_backends_pass_redaction(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    secret = "backend-secret-123"
+    sim = await start_sim("m1", f"echo-{secret}", "sk-abcdefghijklmnop")
+    gw = await start_gateway({"server": {"admin_key": ADMIN},
+                              "endpoints": [endpoint("gpu-a", sim, api_key_env="GPU_KEY")]},
+                             env={"GPU_KEY": secret})
+    ep = next(iter(gw.fleet))
+    ep.set_discovered_models(["m1", f"echo-{secret}", "sk-abcdefghijklmnop"])
+    gw.fleet.models_changed()
+    status, stats, _ = await get(gw.url + "/admin/stats", AUTH)
+    assert status == 200
+    text = str(stats)
+    assert secret not in text and "sk-abcdefghijklmnop" not in text
+    assert "echo-[redacted]" in [m["name"] for m in stats["models"]]

@@ -54,7 +54,7 @@ def test_check_prints_pools_without_secrets(tmp_path: Path, capsys: object) -> N
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "llama3 -> llama3.1:8b [priority]: gpu-a, gpu-b" in out
-    assert "qwen [weighted]: gpu-b" in out
+    assert "qwen [cache_aware; embeddings least_in_flight]: gpu-b" in out
     assert "secret" not in out
     assert "api key set" in out
 

@@ -34,7 +34,9 @@ async def scrape(gw: Gateway) -> Samples:
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of `name`'s samples that carry `labels` (others, e.g. `key`, summed over)."""
+    wanted = frozenset(labels.items())
+    return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
 async def test_metrics_need_the_admin_key(start_sim: SimFactory,

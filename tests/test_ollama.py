@@ -25,6 +25,9 @@ def ollama_ep(name: str, sim: Sim | str, models: tuple[str, ...] = ("m1",),
     return endpoint(name, sim, models, kind="ollama", **extra)
 
 
+WEIGHTED = [{"name": m, "strategy": "weighted"} for m in ("m1", "m2")]
+
+
 def keyed(*endpoints: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return {"server": {"api_keys": [KEY]}, "endpoints": list(endpoints), **sections}
 
@@ -199,7 +202,8 @@ async def test_warm_first_from_the_probers_ps(start_sim: SimFactory,
     b = await ollama_sim(start_sim, "m2", "m1")
     gw = await start_gateway(keyed(ollama_ep("a", a, ("m1", "m2")),
                                    ollama_ep("b", b, ("m1", "m2")),
-                                   probes={"interval": 0.05, "timeout": 1}),
+                                   probes={"interval": 0.05, "timeout": 1},
+                                   models=WEIGHTED),
                              active_probes=True)
     ep_a, ep_b = gw.fleet.get("a"), gw.fleet.get("b")
     await eventually(lambda: ep_a.has_loaded("m1") and ep_b.has_loaded("m2"))
@@ -245,7 +249,7 @@ async def test_ps_names_the_endpoint_of_each_loaded_model(start_sim: SimFactory,
     a = await ollama_sim(start_sim, "m1", "m2")
     b = await ollama_sim(start_sim, "m2", "m1")
     gw = await start_gateway(keyed(ollama_ep("a", a, ("m1", "m2")),
-                                   ollama_ep("b", b, ("m1", "m2"))))
+                                   ollama_ep("b", b, ("m1", "m2")), models=WEIGHTED))
     ps = await gw.ollama().ps()
     assert sorted(m.model for m in ps.models) == ["m1:latest", "m2:latest"]
     await gw.ollama().chat(model="m2", messages=HI, options={"num_predict": 1})  # loads m2 on a

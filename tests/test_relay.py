@@ -6,18 +6,19 @@ from __future__ import annotations
 import time
 from typing import cast
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
 
 from lb.config import EndpointConfig
 from lb.endpoints import Endpoint, Fleet
+from lb.errors import StreamBroken
 from lb.forward import Exchange
 from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.relay import NDJSON_LINES, PASSTHROUGH, RelayOutcome, _pump_framed, pump_sse
 from lb.sse import SseDecoder
+from lb.upstream.connection import Reply
 
 STREAM = (b'data: {"a":1}\n\n'
           b': keep-alive comment\n\n'
@@ -25,24 +26,19 @@ STREAM = (b'data: {"a":1}\n\n'
           b'data: [DONE]\n\n')
 
 
-class FakeContent:
-    """An upstream body that arrives in the given reads."""
+class FakeReply:
+    """An upstream body that arrives in the given reads (the lean client's Reply, pulled)."""
 
     def __init__(self, reads: list[bytes], fail: BaseException | None = None) -> None:
         self._reads = reads
         self._fail = fail
 
-    async def readany(self) -> bytes:
+    async def chunk(self) -> bytes:
         if self._reads:
             return self._reads.pop(0)
         if self._fail is not None:
             raise self._fail
         return b""
-
-
-class FakeUpstream:
-    def __init__(self, content: FakeContent) -> None:
-        self.content = content
 
 
 class RecordingResponse:
@@ -57,7 +53,7 @@ def exchange(reads: list[bytes], fail: BaseException | None = None) -> Exchange:
     fleet = Fleet([Endpoint(EndpointConfig(name="e", url="http://127.0.0.1:1"))])
     ep = fleet.get("e")
     assert ep is not None
-    upstream = cast(aiohttp.ClientResponse, FakeUpstream(FakeContent(reads, fail)))
+    upstream = cast(Reply, FakeReply(reads, fail))
     return Exchange(ep, fleet.lease(ep), upstream, attempts=1, is_sse=True)
 
 
@@ -96,7 +92,7 @@ async def test_upstream_breaks_mid_event() -> None:
     out = RecordingResponse()
     record = RequestRecord("r", "POST", "/", time.perf_counter())
     ex = exchange([b'data: {"a":1}\n\ndata: {"b"'],
-                  fail=aiohttp.ClientPayloadError("connection reset"))
+                  fail=StreamBroken("e: stream broke: connection reset"))
     outcome = RelayOutcome()
     await pump_sse(cast(web.StreamResponse, out), ex, record, PASSTHROUGH, outcome)
     assert out.writes[0] == b'data: {"a":1}\n\n'
@@ -154,7 +150,7 @@ async def test_ndjson_byte_by_byte_upstream_writes_one_line_each() -> None:
 
 async def test_ndjson_upstream_breaks_mid_line_ends_with_error_line() -> None:
     out, outcome, _ = await pump_ndjson([NDJSON_STREAM[:100]],
-                                        fail=aiohttp.ClientPayloadError("connection reset"))
+                                        fail=StreamBroken("e: stream broke: connection reset"))
     first = NDJSON_STREAM.splitlines(keepends=True)[0]
     assert out.writes[0] == first  # the whole line before the break, never the half after it
     last = orjson.loads(out.writes[-1])

@@ -15,7 +15,6 @@ from lb.admin.ring import StatsRing
 from lb.appstate import RUNTIME
 from lb.errors import ApiError
 from lb.handlers import Handler, json_response
-from lb.model_names import model_key
 from lb.runtime import Runtime
 
 
@@ -62,14 +61,16 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 def models_view(runtime: Runtime, traffic: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per model a client may ask for (its pool and strategy), then any other model
-    with traffic in the window (a pool that is gone, `unknown`)."""
-    strategies = {model_key(m.name): m.strategy for m in runtime.config.models}
+    with traffic in the window (a pool that is gone, `unknown`); names pass lb.redact."""
     rows = []
     for name in runtime.router.model_names():
-        rows.append({"name": name, "strategy": strategies.get(model_key(name), "weighted"),
+        rows.append({"name": name, "strategy": runtime.router.strategy_name(name),
                      "members": _members(runtime, name), **_traffic(traffic.pop(name, None))})
     rows.extend({"name": name, "strategy": None, "members": [], **_traffic(seen)}
                 for name, seen in sorted(traffic.items()) if seen["requests"])
+    redact = runtime.redactor.text  # model names are backend text (discovered) or clients'
+    for row in rows:
+        row["name"] = redact(row["name"])
     return rows
 
 

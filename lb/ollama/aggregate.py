@@ -21,7 +21,7 @@ def merge_tags(answers: Iterable[Answer]) -> list[dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for endpoint, doc in answers:
         for entry in _entries(doc):
-            key = model_key(_name(entry))
+            key = model_key(model_name(entry))
             first = merged.get(key)
             if first is None:
                 merged[key] = {**entry, "fleetlb": {"endpoints": [endpoint]}}
@@ -62,9 +62,9 @@ def _entries(doc: Any) -> list[dict[str, Any]]:
     models = doc.get("models") if isinstance(doc, dict) else None
     if not isinstance(models, list):
         return []
-    return [e for e in models if isinstance(e, dict) and _name(e)]
+    return [e for e in models if isinstance(e, dict) and model_name(e)]
 
 
-def _name(entry: dict[str, Any]) -> str:
+def model_name(entry: dict[str, Any]) -> str:
     name = entry.get("name") or entry.get("model")
     return name if isinstance(name, str) else ""

@@ -75,7 +75,7 @@ async def _send(upstream: Upstream, endpoint: Endpoint, call: UpstreamCall,
                 progress: Progress | None) -> EndpointResult:
     result = EndpointResult(endpoint.name)
     try:
-        resp = await upstream.send(endpoint, call, is_long_running=True)
+        resp = await upstream.send_long(endpoint, call)
     except UpstreamError as exc:
         result.error = exc.message
         return result

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from lb.appstate import RESPONSES, RUNTIME, record_of
 from lb.balancing import PickRequest, SmoothWeighted
-from lb.errors import BadRequest, NotFound
+from lb.errors import BadRequest, ModelNotFound, NotFound
 from lb.forward import Exchange
 from lb.handlers import deliver, json_response, read_body
 from lb.observe import RequestRecord
@@ -27,8 +27,8 @@ from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
 from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
 from lb.runtime import Runtime
+from lb.teams.step import admit_call, allowed
 from lb.upstream import UpstreamCall, forwardable_headers
-from lb.upstream import read_body as read_upstream
 
 STORED_HEADER = "x-fleetlb-stored"  # "false": served, but a follow-up cannot continue from it
 KEEP_LAST_ITEMS = 2  # what compaction leaves readable: the latest exchange, sealed before it
@@ -38,6 +38,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     runtime, ctx, record = request.app[RUNTIME].current, request.app[RESPONSES], record_of(request)
     payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
     record.model, record.stream = payload.model, payload.stream
+    await admit_call(request, payload.model)
     plan = runtime.router.plan(payload.model,
                                payload.session_key(request.headers.get(SESSION_HEADER)))
     turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream, record.request_id,
@@ -68,7 +69,7 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     try:
         body = exchange.body if exchange.body is not None else \
-            await read_upstream(exchange.response, exchange.endpoint.name)
+            await exchange.response.read()
     finally:
         exchange.close()
     answer_obj = turn.body_answer(mode, body)
@@ -123,6 +124,8 @@ async def cancel_response(request: web.Request) -> web.StreamResponse:
 async def compact_conversation(request: web.Request) -> web.Response:
     runtime, ctx = request.app[RUNTIME].current, request.app[RESPONSES]
     payload = parse_payload(await read_body(request, runtime.config.server.max_body_bytes))
+    if not allowed(request, payload.model):  # as if it did not exist; nothing is generated,
+        raise ModelNotFound(f"The model '{payload.model}' does not exist", param="model")
     runtime.router.pool(payload.model)  # an unknown model is a 404, as for create
     items: list[dict[str, Any]] = []
     previous = await find_previous(ctx, payload.data.get("previous_response_id"))

@@ -25,7 +25,8 @@ from lb.responses.modes import mode_of
 from lb.responses.params import dropped_value
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
-from lb.upstream import forwardable_headers, read_body
+from lb.teams.step import admit_turn
+from lb.upstream import forwardable_headers
 
 CONNECTION_LIMIT_S = 3600.0  # the specification lets servers close a connection after 60 min
 _NOT_IN_WS_MODE = ("stream", "stream_options", "background")
@@ -136,12 +137,17 @@ class Connection:
         payload = parse_payload(orjson.dumps({**body, "stream": True}))
         record.model, record.stream = payload.model, True
         structlog.contextvars.bind_contextvars(turn=self._turns)
-        plan = runtime.router.plan(payload.model, payload.session_key(None))
-        turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream,
-                                f"{record.request_id}-{self._turns}",
-                                forwardable_headers(self._request.headers), self._local)
-        exchange = await runtime.forwarder.open(turn.restrict(plan), turn.call_for)
-        await self._stream(turn, exchange, record)
+        ticket = await admit_turn(self._request, payload.model)  # each turn, the key's limits
+        record.usage = None
+        try:
+            plan = runtime.router.plan(payload.model, payload.session_key(None))
+            turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream,
+                                    f"{record.request_id}-{self._turns}",
+                                    forwardable_headers(self._request.headers), self._local)
+            exchange = await runtime.forwarder.open(turn.restrict(plan), turn.call_for)
+            await self._stream(turn, exchange, record)
+        finally:
+            ticket.finish(record.usage)
 
     async def _stream(self, turn: Turn, exchange: Exchange, record: RequestRecord) -> None:
         mode = mode_of(exchange.endpoint) or "translate"
@@ -174,7 +180,7 @@ class Connection:
         status = exchange.response.status
         try:
             body = exchange.body if exchange.body is not None else \
-                await read_body(exchange.response, exchange.endpoint.name)
+                await exchange.response.read()
         finally:
             exchange.close()
         body = exchange.redactor.bytes(body)  # the backend may quote what it was sent

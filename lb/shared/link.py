@@ -37,9 +37,11 @@ class RedisLink:
         assert config.url is not None, "load_config resolves [redis] url"
         self.prefix = config.key_prefix
         self.timeout_s = config.timeout
-        # redis-py's own retries would multiply the wait: one try per call, the backoff is ours
+        # redis-py's own retries would multiply the wait: one try per call, the backoff is ours.
+        # No socket_timeout: `run` bounds every call (a cancelled call's connection is dropped by
+        # redis-py), and redis-py's would cost a task per command.
         self.client: Redis = Redis.from_url(
-            config.url.get_secret_value(), socket_timeout=config.timeout,
+            config.url.get_secret_value(), socket_timeout=None,
             socket_connect_timeout=config.timeout, retry=Retry(NoBackoff(), 0),
             health_check_interval=0)
         self.errors: dict[str, int] = {}  # op -> failed calls (fleetlb_redis_errors_total)

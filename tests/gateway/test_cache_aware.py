@@ -71,3 +71,21 @@ async def test_responses_follow_ups_route_on_the_stored_history(
         assert raw.headers["x-fleetlb-route"].startswith("cache_aware;matched=")
         assert raw.headers["x-fleetlb-endpoint"] == owner
         previous = raw.parse().id
+
+
+async def test_the_default_is_cache_aware_for_generation_and_not_for_embeddings(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    sims = [await start_sim("m1") for _ in range(2)]
+    gw = await start_gateway({"server": {"api_keys": [KEY]},
+                              "endpoints": [endpoint(f"e{i}", s) for i, s in enumerate(sims)]})
+    client = gw.openai()
+    chat = await client.chat.completions.with_raw_response.create(
+        model="m1", messages=[{"role": "user", "content": SYSTEM}], max_tokens=1)
+    completion = await client.completions.with_raw_response.create(
+        model="m1", prompt=SYSTEM, max_tokens=1)
+    response = await client.responses.with_raw_response.create(
+        model="m1", input=SYSTEM, max_output_tokens=1)
+    embedding = await client.embeddings.with_raw_response.create(model="m1", input=SYSTEM)
+    for raw in (chat, completion, response):
+        assert raw.headers["x-fleetlb-route"].startswith("cache_aware;")
+    assert "x-fleetlb-route" not in embedding.headers

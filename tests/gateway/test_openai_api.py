@@ -151,7 +151,8 @@ async def test_priority_tiers(start_sim: SimFactory, start_gateway: GatewayFacto
 async def test_weights_share_traffic(start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
     big = await start_sim("m1")
     small = await start_sim("m1")
-    gw = await start_gateway(keyed(endpoint("big", big, weight=3), endpoint("small", small)))
+    gw = await start_gateway(keyed(endpoint("big", big, weight=3), endpoint("small", small),
+                                   models=[{"name": "m1", "strategy": "weighted"}]))
     c = gw.openai()
     for _ in range(8):
         await c.embeddings.create(model="m1", input="x")

@@ -19,14 +19,16 @@ pytestmark = pytest.mark.real
 CONVERSATIONS = 3  # odd: round robin sends consecutive turns of one conversation to both replicas
 TURNS = 4
 MAX_TOKENS = 2
-# vLLM on CPU caches whole blocks of 128 tokens: the shared prompt and each turn span several
-SYSTEM_WORDS = 160
-TURN_WORDS = 60
+# vLLM on CPU caches whole blocks of 128 tokens: the shared prompt (~500 tokens of the tiny
+# tokenizer) and each turn (~150) span blocks, and 4 turns stay within the 2048-token context
+SENTENCE = "the quick brown fox jumps over the lazy dog "  # 28 tokens
+SYSTEM_SENTENCES = 18
+TURN_SENTENCES = 5
 _COUNTER = re.compile(r"^(vllm:prefix_cache_(?:hits|queries))_total\{[^}]*\}\s+(\S+)", re.M)
 
 
-def words(tag: str, n: int) -> str:
-    return " ".join(f"{tag}{i % 97}x{i // 97}" for i in range(n))
+def text(tag: str, sentences: int) -> str:
+    return tag + " " + SENTENCE * sentences  # the tag first: texts differ from their first block
 
 
 def prefix_counters(servers: list[ServerProcess]) -> dict[str, float]:
@@ -42,12 +44,14 @@ def prefix_counters(servers: list[ServerProcess]) -> dict[str, float]:
 
 def converse(gateway_url: str, tag: str) -> list[str]:
     """CONVERSATIONS conversations of TURNS turns, interleaved; the x-fleetlb-route of each."""
-    system = {"role": "system", "content": words(f"{tag}s", SYSTEM_WORDS)}
+    system = {"role": "system", "content": text(f"{tag} system", SYSTEM_SENTENCES)}
     histories: list[list[dict[str, str]]] = [[system] for _ in range(CONVERSATIONS)]
     routes = []
     for turn in range(TURNS):
         for conv, history in enumerate(histories):
-            history.append({"role": "user", "content": words(f"{tag}c{conv}t{turn}", TURN_WORDS)})
+            history.append({"role": "user",
+                            "content": text(f"{tag} conversation {conv} turn {turn}",
+                                            TURN_SENTENCES)})
             reply = post_json(gateway_url + "/v1/chat/completions", {
                 "model": MODEL_ALIAS, "messages": history, "max_tokens": MAX_TOKENS,
                 "temperature": 0})
@@ -64,7 +68,7 @@ def hit_ratio(servers: list[ServerProcess], folder: Path, strategy: str) -> tupl
     gateway = start_gateway(backends, folder, extra)
     try:
         before = prefix_counters(servers)
-        routes = converse(gateway.url, strategy[:2])  # texts of its own: no cache from the other
+        routes = converse(gateway.url, strategy)  # texts of its own: no cache from the other
         after = prefix_counters(servers)
     finally:
         gateway.stop()
@@ -82,4 +86,6 @@ def test_cache_aware_reuses_more_of_the_prefix_cache_than_round_robin(
     later_turns = routes[CONVERSATIONS:]
     assert all(r.startswith("cache_aware;") for r in routes), routes
     assert sum(r.startswith("cache_aware;matched=") for r in later_turns) >= len(later_turns) - 1
+    print(f"vLLM prefix-cache hits / queries: cache_aware {cache_aware:.3f}, "
+          f"weighted {weighted:.3f}")  # shown with -s
     assert cache_aware > weighted, (cache_aware, weighted)

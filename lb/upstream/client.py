@@ -1,4 +1,6 @@
-"""The only aiohttp client code of the gateway: one session, timeouts, header hygiene.
+"""The gateway's one way to backends: the lean keep-alive client (lb.upstream) for proxied requests,
+and the shared aiohttp ClientSession for the prober, the Ollama fan-out and long model pulls;
+timeouts and header hygiene for both.
 
 Foreign exceptions are mapped here, once, to `UpstreamError` subclasses the forwarder acts on.
 """
@@ -26,6 +28,8 @@ from lb.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
+from lb.upstream.connection import Deadlines, Reply
+from lb.upstream.pool import Pools, request_head
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what we set ourselves or must never forward.
 HOP_BY_HOP = frozenset({
@@ -62,8 +66,19 @@ def forwardable_headers(client: Mapping[str, str]) -> dict[str, str]:
     return dict(_kept(client, _NOT_FORWARDED))
 
 
-def returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def returnable_headers(upstream: list[tuple[str, str]]) -> CIMultiDict[str]:
     """Upstream response headers minus hop-by-hop and what aiohttp sets for the client."""
+    dropped = _NOT_RETURNED
+    kept = []
+    for key, value in upstream:
+        lower = key.lower()
+        if lower == "connection":
+            dropped = dropped | {h.strip().lower() for h in value.split(",")}
+        kept.append((lower, key, value))
+    return CIMultiDict((key, value) for lower, key, value in kept if lower not in dropped)
+
+
+def aiohttp_returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return CIMultiDict(_kept(upstream, _NOT_RETURNED))
 
 
@@ -81,16 +96,15 @@ class Upstream:
     def __init__(self, timeouts: TimeoutsConfig) -> None:
         self.set_timeouts(timeouts)
         self._session: aiohttp.ClientSession | None = None
+        self._pools = Pools()
 
     def set_timeouts(self, timeouts: TimeoutsConfig) -> None:
         """Timeouts for requests sent from now on (a reload); requests under way keep theirs."""
         self._timeouts = timeouts
-        # sock_read first covers the wait for headers; after them it becomes the idle gap
-        self._timeout = aiohttp.ClientTimeout(total=timeouts.total, sock_connect=timeouts.connect,
-                                              sock_read=timeouts.first_byte)
         # a model pull runs as long as the download: only the gaps between progress lines count
         self._long_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
                                                    sock_read=timeouts.idle)
+        self._deadlines = Deadlines(timeouts.first_byte, timeouts.idle, timeouts.total)
 
     @property
     def timeouts(self) -> TimeoutsConfig:
@@ -110,26 +124,40 @@ class Upstream:
         return self._session
 
     async def close_session(self) -> None:
+        self._pools.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def send(self, endpoint: Endpoint, call: UpstreamCall, *,
-                   is_long_running: bool = False) -> aiohttp.ClientResponse:
-        """Response headers from the endpoint, or an UpstreamError saying why not.
+    async def send(self, endpoint: Endpoint, call: UpstreamCall) -> Reply:
+        """Response headers from the endpoint, or an UpstreamError saying why not."""
+        config = endpoint.config
+        pool = self._pools.get(config.base_url, endpoint.name)
+        headers = [("Host", pool.host_header), *call.headers.items(),
+                   ("X-Request-ID", call.request_id), ("Accept-Encoding", "identity")]
+        key = config.api_key
+        if key is not None:
+            headers.append(("Authorization", "Bearer " + key.get_secret_value()))
+        body = call.body
+        if body or call.method == "POST":
+            headers.append(("Content-Length", str(len(body))))
+            if not any(k.lower() == "content-type" for k, _ in call.headers.items()):
+                headers.append(("Content-Type", "application/json"))
+        data = request_head(call.method, pool.path_prefix + call.path, headers) + b"\r\n" + body
+        return await pool.send(data, self._deadlines, self._timeouts.connect)
 
-        `is_long_running` (model pulls): no total timeout, and the idle gap counts from the start.
-        """
+    async def send_long(self, endpoint: Endpoint, call: UpstreamCall) -> aiohttp.ClientResponse:
+        """Through aiohttp's client (the Ollama fan-out, model pulls): response headers, or an
+        UpstreamError. No total timeout; the idle gap counts from the start."""
         assert self._session is not None, "Upstream used outside the app's lifespan"
         headers = dict(call.headers)
         headers["X-Request-ID"] = call.request_id
         headers["Accept-Encoding"] = "identity"  # we parse SSE; never ask for compression
         _authorize(headers, endpoint)
         url = endpoint.config.base_url + call.path
-        timeout = self._long_timeout if is_long_running else self._timeout
         try:
             resp = await self._session.request(call.method, url, data=call.body,
-                                               headers=headers, timeout=timeout,
+                                               headers=headers, timeout=self._long_timeout,
                                                allow_redirects=False)
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -197,12 +225,8 @@ def _authorize(headers: dict[str, str], endpoint: Endpoint) -> None:
         headers["Authorization"] = "Bearer " + key.get_secret_value()
 
 
-async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str,
-                      first: bytes = b"") -> AsyncIterator[bytes]:
-    """The upstream body as it arrives (after `first`, bytes already read); failures become
-    StreamBroken. One generator, no wrapper: it runs once per chunk of every stream."""
-    if first:
-        yield first
+async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str) -> AsyncIterator[bytes]:
+    """An aiohttp body (the fan-out's) as it arrives; failures become StreamBroken."""
     content = resp.content
     try:
         while True:
@@ -214,36 +238,21 @@ async def body_chunks(resp: aiohttp.ClientResponse, endpoint: str,
         raise StreamBroken(f"{endpoint}: stream broke: {_describe(exc)}") from exc
 
 
-async def first_chunk(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
-    try:
-        return await resp.content.readany()
-    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:  # idle, counted from the headers
-        raise UpstreamTimeout(f"{endpoint} sent its headers, then nothing") from exc
-    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise StreamBroken(f"{endpoint}: stream broke before its first byte: "
-                           f"{_describe(exc)}") from exc
-
-
 async def read_body(resp: aiohttp.ClientResponse, endpoint: str) -> bytes:
+    """A whole aiohttp body (the fan-out's)."""
     try:
         return await resp.read()
     except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
         raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
 
 
-async def read_at_most(resp: aiohttp.ClientResponse, endpoint: str, limit: int) -> bytes:
-    """The body, or its first `limit` bytes when longer (the rest is not read)."""
-    content = resp.content
-    body = bytearray()
-    try:
-        while len(body) < limit:
-            chunk = await content.read(limit - len(body))
-            if not chunk:
-                break
-            body += chunk
-    except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        raise StreamBroken(f"{endpoint}: body broke: {_describe(exc)}") from exc
-    return bytes(body)
+async def reply_chunks(reply: Reply, first: bytes = b"") -> AsyncIterator[bytes]:
+    """A lean reply's body as it arrives, after `first` (bytes already read); StreamBroken on a
+    failure."""
+    if first:
+        yield first
+    while chunk := await reply.chunk():
+        yield chunk
 
 
 def _describe(exc: BaseException) -> str:

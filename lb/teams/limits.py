@@ -1,0 +1,189 @@
+"""Per-key rate, token and concurrency limits (pure; the clock is passed in as `now`).
+
+The state of the limits sits behind one seam, `LimitState`, so that several fleetlb instances can
+share it (issue 14, `[limits] shared = true`) without the request path changing:
+
+- `admit(name, limits, now)` is awaited once per model call. It decides (rpm window, tpm window,
+  max_in_flight), and when it admits it has counted the request and taken an in-flight lease.
+  The in-process `LocalLimits` never suspends (an `async def` that returns at once costs a
+  coroutine, ~0.2 µs); a shared implementation runs one atomic script per call (e.g. a Redis Lua
+  script over the two window counters and a lease set with expiry) and fails open on errors.
+- `finish(name, tokens, now)` is called exactly once per admitted call, on every exit path,
+  possibly while the task is being cancelled: it must not block. A shared implementation queues the
+  write (in-flight -1, tokens +N) and flushes it from its own task; its leases expire on their own
+  when an instance dies.
+- `window(name, now)` reads the current window for /admin/keys.
+
+Windows are sliding-window counters: the count of the current fixed minute plus the previous
+minute's count weighted by how much of it still overlaps the last 60 s (two numbers per limit, one
+INCR each in Redis). A call is admitted while `used + 1 <= rpm` and while `used tokens < tpm`: a
+call's tokens are known only when it ends, so a burst overshoots tpm by what the calls in flight
+use.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from lb.teams.table import KeyLimits
+
+WINDOW_S = 60.0  # rpm and tpm are per minute
+IN_FLIGHT_RETRY_S = 1.0  # what a key at max_in_flight is told to wait
+LimitName = Literal["rpm", "tpm", "max_in_flight"]
+
+
+@dataclass(slots=True)
+class Window:
+    """A sliding-window counter: `current` counts since `start` (a multiple of WINDOW_S),
+    `previous` the whole minute before."""
+
+    start: float = 0.0
+    previous: float = 0.0
+    current: float = 0.0
+
+    def roll(self, now: float) -> None:
+        if now < self.start + WINDOW_S:
+            return
+        start = now - now % WINDOW_S
+        self.previous = self.current if start - self.start < 2 * WINDOW_S else 0.0
+        self.current = 0.0
+        self.start = start
+
+    def used(self, now: float) -> float:
+        """What the last WINDOW_S seconds hold (call `roll` first)."""
+        overlap = 1.0 - (now - self.start) / WINDOW_S
+        return self.previous * overlap + self.current
+
+    def wait_for(self, room: float, limit: float, now: float) -> float:
+        """Seconds until `used + room <= limit` with no new traffic (0 if it is now)."""
+        target = limit - room
+        if self.used(now) <= target:
+            return 0.0
+        if self.current <= target:  # in this minute, as the previous one slides out
+            share = 1.0 - (target - self.current) / self.previous
+            return max(0.0, self.start + WINDOW_S * share - now)
+        # only in the next minute, as this one slides out
+        share = 1.0 - target / self.current
+        return self.start + WINDOW_S * (1.0 + share) - now
+
+    def until_empty(self, now: float) -> float:
+        """Seconds until the window is back to its initial state (OpenAI's `reset`)."""
+        if self.current:
+            return self.start + 2 * WINDOW_S - now
+        if self.previous:
+            return self.start + WINDOW_S - now
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """One limit as the x-ratelimit-* headers tell it."""
+
+    limit: int
+    remaining: int
+    reset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    admitted: bool
+    requests: Quota | None = None  # None when the key has no rpm
+    tokens: Quota | None = None  # None when the key has no tpm
+    refused_by: LimitName | None = None
+    retry_after_s: float = 0.0
+
+
+UNLIMITED = Decision(True)  # a key without limits: nothing to say in headers
+
+
+@dataclass(frozen=True, slots=True)
+class WindowView:
+    in_flight: int
+    requests: int  # in the last WINDOW_S seconds
+    tokens: int
+
+
+class LimitState(Protocol):
+    """Where per-key windows and in-flight leases live (see the module docstring)."""
+
+    async def admit(self, name: str, limits: KeyLimits, now: float) -> Decision: ...
+
+    def finish(self, name: str, tokens: int, now: float) -> None: ...
+
+    async def window(self, name: str, now: float) -> WindowView: ...
+
+
+@dataclass(slots=True, eq=False)
+class _KeyState:
+    requests: Window
+    tokens: Window
+    in_flight: int = 0
+
+
+class LocalLimits:
+    """The limits of one instance, kept in memory by key name (so a reload that keeps a name
+    keeps its counts)."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyState] = {}
+
+    def _state(self, name: str) -> _KeyState:
+        state = self._keys.get(name)
+        if state is None:
+            state = self._keys[name] = _KeyState(Window(), Window())
+        return state
+
+    async def admit(self, name: str, limits: KeyLimits, now: float) -> Decision:
+        return self.decide(self._state(name), limits, now)
+
+    def decide(self, state: _KeyState, limits: KeyLimits, now: float) -> Decision:
+        requests, tokens = state.requests, state.tokens
+        requests.roll(now)
+        if limits.is_unlimited:
+            requests.current += 1
+            state.in_flight += 1
+            return UNLIMITED
+        tokens.roll(now)
+        rpm, tpm, max_in_flight = limits.rpm, limits.tpm, limits.max_in_flight
+        refused: LimitName | None = None
+        wait = 0.0
+        if rpm is not None and (wait := requests.wait_for(1.0, rpm, now)) > 0:
+            refused = "rpm"
+        elif tpm is not None and (wait := tokens.wait_for(1.0, tpm, now)) > 0:
+            refused = "tpm"
+        elif max_in_flight is not None and state.in_flight >= max_in_flight:
+            refused, wait = "max_in_flight", IN_FLIGHT_RETRY_S
+        if refused is None:
+            requests.current += 1
+            state.in_flight += 1
+        return Decision(refused is None, _quota(requests, rpm, now), _quota(tokens, tpm, now),
+                        refused, wait)
+
+    def finish(self, name: str, tokens: int, now: float) -> None:
+        state = self._keys.get(name)
+        if state is None:
+            return
+        state.in_flight = max(0, state.in_flight - 1)
+        if tokens:
+            state.tokens.roll(now)
+            state.tokens.current += tokens
+
+    async def window(self, name: str, now: float) -> WindowView:
+        state = self._keys.get(name)
+        if state is None:
+            return WindowView(0, 0, 0)
+        state.requests.roll(now)
+        state.tokens.roll(now)
+        return WindowView(state.in_flight, math.ceil(state.requests.used(now)),
+                          math.ceil(state.tokens.used(now)))
+
+
+def _quota(window: Window, limit: int | None, now: float) -> Quota | None:
+    if limit is None:
+        return None
+    used = window.used(now)
+    return Quota(limit, max(0, math.floor(limit - used)), window.until_empty(now))
