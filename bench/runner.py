@@ -94,6 +94,7 @@ class Bench:
                for label, tree in (trees or {}).items()},
             "relay": STARTERS["relay"], **{p: STARTERS[p] for p in peers}}
         self.targets: list[Target] = []
+        self._tree_labels = frozenset(trees or {})
         self._children: list[Child] = []
         self._loadgen: LoadGen | None = None
 
@@ -174,16 +175,21 @@ class Bench:
     def _rounds(self, run: Run) -> None:
         for workload in self.plan.workloads:
             for target in self.targets:
-                if workload.runs_on(target.name) and workload.optional_route:
+                if self._runs(workload, target) and workload.optional_route:
                     self._check_route(target, workload, run)
         for round_no in range(1, self.plan.rounds + 1):
             self.say(f"round {round_no}/{self.plan.rounds}")
             for workload in self.plan.workloads:
                 for target in self.targets:
-                    if not workload.runs_on(target.name) or \
+                    if not self._runs(workload, target) or \
                             target.name in run.unavailable.get(workload.key, {}):
                         continue
                     run.cells.append(self._measure(target, workload, round_no))
+
+    def _runs(self, workload: Workload, target: Target) -> bool:
+        """Another fleetlb source tree runs what fleetlb runs (an A/B of responses_c16 too)."""
+        name = "fleetlb" if target.name in self._tree_labels else target.name
+        return workload.runs_on(name)
 
     def _check_route(self, target: Target, workload: Workload, run: Run) -> None:
         status = http_status(target.base_url + workload.path, target.headers, method="POST",

@@ -17,13 +17,16 @@ from bench.child import Child, free_port, http_status
 from bench.procfs import TreeSample
 
 CLIENT_KEY = "sk-bench-client"  # the gateways run with auth on, as the bar asks
+UNREACHED_RPM = 1_000_000_000  # the limits variants count every request, never refuse one
 ADMIN_KEY = "sk-bench-admin"
 LITELLM_VENV = Path(os.environ.get("FLEETLB_BENCH_LITELLM_VENV",
                                    Path.home() / ".cache/fleetlb-bench/litellm"))
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30.0
 LITELLM_START_TIMEOUT_S = 120.0  # imports half of PyPI before it listens
-PEERS = ("nginx", "litellm", "redis")  # redis: fleetlb on a local redis-server (lb/shared)
+# limits: fleetlb with a rate-limited client key (in-process windows); redis: the same key with
+# `[limits] shared = true` and the responses in a local redis-server (lb/shared)
+PEERS = ("nginx", "litellm", "limits", "redis")
 
 
 class NotInstalled(Exception):
@@ -72,22 +75,33 @@ def start_direct(ctx: Context) -> Target:
 
 
 def fleetlb_config(port: int, backend_url: str, store: Path | None = None,
-                   redis_url: str | None = None) -> str:
-    """As deployed: auth, the default SQLite response store (in the bench's own folder), or with
-    `redis_url` the state several instances share in that Redis."""
+                   redis_url: str | None = None, limits: bool = False) -> str:
+    """As deployed: auth, the default SQLite response store (in the bench's own folder). With
+    `limits` the client key is a `[[keys]]` entry with limits far above what the bench sends (the
+    cost of counting, never of refusing); with `redis_url` its limits are counted and the
+    responses stored in that Redis, as several instances would share them."""
     store_path = store or Path("responses.db")
     store_toml = f'path = "{store_path}"' if redis_url is None else \
-        f'kind = "redis"\n\n[redis]\nurl = "{redis_url}"'
+        f'kind = "redis"\n\n[redis]\nurl = "{redis_url}"\n\n[limits]\nshared = true'
+    client = f'api_keys = ["{CLIENT_KEY}"]' if not limits else ""
+    keys = "" if not limits else f"""
+[[keys]]
+name = "bench"
+key = "{CLIENT_KEY}"
+rpm = {UNREACHED_RPM}
+tpm = {UNREACHED_RPM * 1000}
+max_in_flight = 100000
+"""
     return f"""\
 [server]
 host = "127.0.0.1"
 port = {port}
-api_keys = ["{CLIENT_KEY}"]
+{client}
 admin_key = "{ADMIN_KEY}"
 
 [store]
 {store_toml}
-
+{keys}
 [[endpoints]]
 name = "bench-backend"
 url = "{backend_url}"
@@ -131,19 +145,37 @@ def start_redis_server(workdir: Path) -> tuple[Child, str]:
     return child, f"redis://127.0.0.1:{port}/0"
 
 
+def start_fleetlb_limits(ctx: Context) -> Target:
+    """fleetlb whose client key has rpm, tpm and max_in_flight, counted in process."""
+    return _start_variant(ctx, "fleetlb-limits", None,
+                          "client key with rpm/tpm/max_in_flight, in-process windows")
+
+
 def start_fleetlb_redis(ctx: Context) -> Target:
-    """fleetlb with its state in a local Redis (`[store] kind = "redis"`): the CPU it costs the
-    gateway (redis-server's own CPU is not in its process tree, so not in its numbers)."""
+    """The same key with `[limits] shared = true`, responses in Redis: what sharing state costs
+    the gateway (redis-server's own CPU is not in its process tree, so not in its numbers)."""
     redis, redis_url = start_redis_server(ctx.workdir)
-    name = "fleetlb-redis"
+    try:
+        target = _start_variant(ctx, "fleetlb-redis", redis_url,
+                                "limits shared and responses stored in a local redis-server "
+                                "(its CPU not counted)")
+    except BaseException:
+        redis.stop()
+        raise
+    target.helpers.append(redis)
+    return target
+
+
+def _start_variant(ctx: Context, name: str, redis_url: str | None, note: str) -> Target:
     port = free_port()
     config = ctx.workdir / f"{name}.toml"
-    config.write_text(fleetlb_config(port, ctx.backend_url, redis_url=redis_url))
+    config.write_text(fleetlb_config(port, ctx.backend_url, ctx.workdir / f"{name}.db",
+                                     redis_url=redis_url, limits=True))
     child = Child(name, [sys.executable, "-m", "lb", "serve", "--config", str(config),
                          "--log-format", "json"], ctx.workdir / f"{name}.log", cwd=REPO)
-    target = Target(name, _url(port), child, _bearer(CLIENT_KEY), helpers=[redis])
+    target = Target(name, _url(port), child, _bearer(CLIENT_KEY))
     _started(target, lambda: child.wait_http(target.base_url + "/readyz", START_TIMEOUT_S))
-    target.notes.append("responses stored in a local redis-server (its CPU not counted)")
+    target.notes.append(note)
     return target
 
 
@@ -251,5 +283,6 @@ def _started(target: Target, wait: Callable[[], None]) -> None:
 
 STARTERS: dict[str, Starter] = {
     "direct": start_direct, "fleetlb": start_fleetlb, "relay": start_relay,
-    "nginx": start_nginx, "litellm": start_litellm, "redis": start_fleetlb_redis,
+    "nginx": start_nginx, "litellm": start_litellm,
+    "limits": start_fleetlb_limits, "redis": start_fleetlb_redis,
 }

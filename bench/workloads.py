@@ -106,7 +106,7 @@ def _plan(name: str, rounds: int, seconds: float, scale: float, hold_streams: in
         # each one stored: the response store's cost per request (SQLite, or Redis with --peers)
         Workload("responses_c1", "Responses, non-streaming (translate, stored), c=1", RESPONSES,
                  False, 1, int(2000 * scale), seconds, "request",
-                 only=("fleetlb", "fleetlb-redis"), optional_route=True),
+                 only=("fleetlb", "fleetlb-limits", "fleetlb-redis"), optional_route=True),
     )
     # the held streams last slow_chunks * slow_gap_ms; the limit leaves time to open them all
     hold_s = slow_chunks * slow_gap_ms / 1000

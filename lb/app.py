@@ -46,6 +46,7 @@ from lb.responses.ids import IdMaker
 from lb.responses.store import ResponseStore, open_store
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
+from lb.shared.limits import SharedLimits
 from lb.shared.link import RedisLink
 from lb.shared.metrics import RedisCollector
 from lb.shared.store import RedisStore
@@ -80,7 +81,11 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app[RUNTIME_FACTORY] = factory = RuntimeFactory(upstream, rng or random.Random(), clock,
                                                     observer)
     app[RUNTIME] = RuntimeHolder(factory.build(config))
-    app[KEY_GATE] = KeyGate(clock)  # outlives reloads: limits and totals kept by key name
+    link = RedisLink(config.redis) if config.redis is not None else None  # connects when used
+    if link is not None:
+        app[REDIS] = link
+    # outlives reloads: limits and totals kept by key name
+    app[KEY_GATE] = KeyGate(clock, SharedLimits(link) if link and config.limits.shared else None)
     observer.registry.register(KeyCollector(lambda: app[KEY_GATE].stats,
                                             lambda: app[RUNTIME].current.admission
                                             .queued_by_priority()))
@@ -130,17 +135,21 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _shared_state(app: web.Application) -> AsyncIterator[None]:
     """The Redis link, when [redis] is set: shared by the response store and the limits."""
-    config = app[RUNTIME].current.config
-    if config.redis is None:
+    link = app.get(REDIS)
+    if link is None:
         yield
         return
-    app[REDIS] = link = RedisLink(config.redis)
     app[METRICS].registry.register(
         RedisCollector(link, lambda: app[RESPONSES].not_stored if RESPONSES in app else 0))
     if not await link.check():
         log.warning("redis_unreachable_at_start", message="serving without Redis until it "
                     "answers: limits pass unchecked, stored responses cannot be read")
+    limits = app[KEY_GATE].limits
+    if isinstance(limits, SharedLimits):
+        await limits.start()
     yield
+    if isinstance(limits, SharedLimits):
+        await limits.stop()  # after the drain: queued ends sent, our leases returned
     await link.close()
 
 

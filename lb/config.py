@@ -133,6 +133,8 @@ class LimitsConfig(_Section):
     # a batch request that has waited this long for a slot is served like an interactive one,
     # so a steady interactive load never starves batch jobs
     promote_batch_after: float = Field(default=5.0, ge=0)
+    # rpm, tpm and max_in_flight per key counted across every instance, in [redis] (lb/shared)
+    shared: bool = False
 
 
 class EndpointConfig(_Section):
@@ -211,10 +213,19 @@ class Config(_Section):
             for j, ref in enumerate(m.endpoints or ()):
                 if ref not in seen:
                     problems.append((f"models[{i}].endpoints[{j}]", f"no endpoint named {ref!r}"))
+        if problems:
+            raise ValueError("; ".join(f"{loc}: {reason}" for loc, reason in problems))
+        return self
+
+    @model_validator(mode="after")
+    def _redis_references(self) -> Config:
+        problems: list[tuple[str, str]] = []
         if self.redis is not None and self.redis.url is None and not self.redis.url_env:
             problems.append(("redis", "set url or url_env"))
         if self.store.kind == "redis" and self.redis is None:
             problems.append(("store.kind", "kind = \"redis\" needs a [redis] section"))
+        if self.limits.shared and self.redis is None:
+            problems.append(("limits.shared", "shared = true needs a [redis] section"))
         if problems:
             raise ValueError("; ".join(f"{loc}: {reason}" for loc, reason in problems))
         return self

@@ -48,8 +48,9 @@ def _shared_state(config: Config) -> list[str]:
     if redis is None:
         return []
     source = f"url from ${redis.url_env}" if redis.url_env else "url set"
+    limits = "shared" if config.limits.shared else "per instance"
     return [f"redis: {source}, key_prefix {redis.key_prefix!r}, timeout {redis.timeout:g}s; "
-            f"store: {config.store.kind}"]
+            f"store: {config.store.kind}; limits: {limits}"]
 
 
 def config_warnings(config: Config) -> list[str]:

@@ -23,6 +23,7 @@ RESTART_ONLY: dict[str, tuple[str, ...]] = {
     "server": ("host", "port"),
     "store": tuple(StoreConfig.model_fields),
     "responses": ("compaction_key", "compaction_key_env"),
+    "limits": ("shared",),  # where limit state lives (in process or Redis) is chosen at start
 }
 # optional sections read once at start as a whole (the Redis link, shared by store and limits)
 RESTART_ONLY_SECTIONS = ("redis",)

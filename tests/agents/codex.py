@@ -81,7 +81,8 @@ def _prepare(home: Path, workdir: Path, config: str) -> None:
 
 
 async def codex_exec(binary: Path, home: Path, workdir: Path, base_url: str, key: str,
-                     prompt: str, model: str = "m1") -> CodexRun:
+                     prompt: str, model: str = "m1",
+                     timeout_s: float = RUN_TIMEOUT_S) -> CodexRun:
     """`codex exec` one prompt; killed by PID (its whole process group) if it overruns."""
     await asyncio.to_thread(_prepare, home, workdir, provider_config(base_url, model))
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "CODEX_HOME": str(home),
@@ -91,12 +92,12 @@ async def codex_exec(binary: Path, home: Path, workdir: Path, base_url: str, key
         cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, start_new_session=True)
     try:
-        out, err = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         out, err = await process.communicate()
-        raise AssertionError(f"codex exec did not end within {RUN_TIMEOUT_S} s:\n"
+        raise AssertionError(f"codex exec did not end within {timeout_s} s:\n"
                              f"{err.decode(errors='replace')[-3000:]}") from None
     finally:
         if process.returncode is None:

@@ -618,3 +618,23 @@ def test_completed_at_the_token_limit_is_incomplete(produced: int, limit: int | 
     if status == "incomplete":
         assert events[0]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
     assert problems(events[0]) == []
+
+
+def test_a_native_custom_tool_call_stream_is_kept_and_made_to_conform() -> None:
+    item = {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_1", "name": "apply_patch",
+            "input": ""}
+    done_item = {**item, "input": "*** Begin Patch", "status": "completed"}
+    events, normalizer = normalize([
+        {"type": "response.created", "response": {"id": "r"}},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.custom_tool_call_input.delta", "item_id": "ctc_1", "delta": "*** Begin"},
+        {"type": "response.custom_tool_call_input.delta", "delta": " Patch"},
+        {"type": "response.custom_tool_call_input.done", "item_id": "ctc_1",
+         "input": "*** Begin Patch"},
+        {"type": "response.output_item.done", "output_index": 0, "item": done_item},
+        {"type": "response.completed", "response": {"id": "r", "output": [done_item]}},
+    ])
+    assert normalizer.dropped == 0
+    assert_conforms(events)
+    assert [(e.get("item_id"), e.get("output_index")) for e in events[2:5]] == [("ctc_1", 0)] * 3
+    assert events[1]["item"]["status"] == "in_progress"

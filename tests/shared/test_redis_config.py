@@ -40,6 +40,7 @@ def test_url_from_the_environment() -> None:
      "redis://"),
     ({"redis": {"url": URL, "timeout": 0}}, {}, "redis.timeout", "must be > 0"),
     ({"store": {"kind": "redis"}}, {}, "store.kind", "needs a [redis] section"),
+    ({"limits": {"shared": True}}, {}, "limits.shared", "needs a [redis] section"),
     ({"store": {"kind": "etcd"}}, {}, "store.kind", "must be one of"),
 ])
 def test_refused(raw: dict[str, Any], env: dict[str, str], loc: str, reason: str) -> None:
@@ -56,7 +57,8 @@ def test_check_warns_without_a_compaction_key(tmp_path: Path,
     path.write_text(f'[redis]\nurl = "{URL}"\n[store]\nkind = "redis"\n')
     assert main(["check", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert "redis: url set, key_prefix 'fleetlb:', timeout 0.25s; store: redis" in out
+    assert "redis: url set, key_prefix 'fleetlb:', timeout 0.25s; store: redis; " \
+        "limits: per instance" in out
     assert "warning: [redis] is set but [responses] compaction_key is not" in err
     assert "hunter2" not in out + err
     path.write_text(f'[redis]\nurl = "{URL}"\n[responses]\ncompaction_key = "{"k" * 32}"\n')
@@ -72,3 +74,10 @@ def test_redis_changes_need_a_restart() -> None:
     assert keep_restart_only(new, running).redis == running.redis
     assert diff_configs(parse_config({}), new).restart_required == ("redis",)
     assert keep_restart_only(parse_config({}), running).redis == running.redis
+
+
+def test_sharing_limits_needs_a_restart() -> None:
+    running = parse_config({"redis": {"url": URL}})
+    new = parse_config({"redis": {"url": URL}, "limits": {"shared": True}})
+    assert diff_configs(running, new).restart_required == ("limits.shared",)
+    assert keep_restart_only(new, running).limits.shared is False

@@ -19,7 +19,8 @@ from tests.conftest import Sim, SimFactory
 from tests.fleetlb_process import ADMIN, FleetlbProcess, eventually
 from tests.redis_server import RedisServer
 
-KEY = "sk-test"
+KEY = "sk-test"  # the unlimited "default" key
+TEAM_KEY = "sk-team-a-secret"  # rpm = 4, counted across both instances
 BOUND_S = 10.0  # one request "did not hang": far above [redis] timeout (0.5 s here)
 Start = Callable[..., Awaitable[FleetlbProcess]]
 
@@ -38,6 +39,12 @@ timeout = 0.5
 kind = "redis"
 [responses]
 compaction_key = "{"c" * 32}"
+[limits]
+shared = true
+[[keys]]
+name = "team-a"
+key = "{TEAM_KEY}"
+rpm = 4
 [[endpoints]]
 name = "chat"
 url = "{chat.url}"
@@ -93,10 +100,10 @@ def native_posts(sim: Sim) -> list[dict[str, Any]]:
             if r.path == "/v1/responses" and r.method == "POST" and r.json()]
 
 
-async def call(method: str, url: str, body: dict[str, Any] | None = None
+async def call(method: str, url: str, body: dict[str, Any] | None = None, key: str = KEY
                ) -> tuple[int, Any, bytes]:
     async with asyncio.timeout(BOUND_S), aiohttp.ClientSession(
-            headers={"Authorization": f"Bearer {KEY}"}) as s, \
+            headers={"Authorization": f"Bearer {key}"}) as s, \
             s.request(method, url, json=body) as resp:
         return resp.status, resp.headers, await resp.read()
 
@@ -218,3 +225,44 @@ async def test_redis_sigkilled_and_restarted_under_traffic(
     stop.set()
     await chatter
     assert chat_statuses and set(chat_statuses) == {200}
+
+
+async def team_chat(process: FleetlbProcess) -> tuple[int, Any, bytes]:
+    return await call("POST", process.url + "/v1/chat/completions", {
+        "model": "chatty", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+        key=TEAM_KEY)
+
+
+async def test_a_team_rpm_is_enforced_across_both_and_fails_open_without_redis(
+        redis_server: RedisServer,
+        pair: tuple[FleetlbProcess, FleetlbProcess, dict[str, Sim]]) -> None:
+    a, b, _ = pair
+    remaining = []
+    for process in (a, b, a, b):
+        status, headers, body = await team_chat(process)
+        assert status == 200, body
+        remaining.append(int(headers["x-ratelimit-remaining-requests"]))
+    assert remaining == [3, 2, 1, 0]
+    for process in (a, b):
+        status, headers, body = await team_chat(process)
+        assert status == 429, body
+        assert orjson.loads(body)["error"]["code"] == "rate_limit_exceeded"
+        assert int(headers["Retry-After"]) >= 1
+        assert headers["x-ratelimit-limit-requests"] == "4"
+    redis_server.kill()
+    for process in (a, b, a, b):  # fail open: over the limit, and served
+        status, headers, body = await team_chat(process)
+        assert status == 200, body
+        assert "x-ratelimit-remaining-requests" not in headers
+    for process in (a, b):
+        status, _, _ = await call("GET", process.url + "/readyz")
+        assert status == 200
+        metrics = await process.metrics()
+        assert metrics[("fleetlb_redis_errors_total", frozenset({("op", "limits")}))] >= 1
+    redis_server.start()
+
+    async def counted_again() -> bool:
+        status, headers, _ = await team_chat(a)
+        return status == 200 and "x-ratelimit-remaining-requests" in headers
+
+    await eventually(counted_again, "limits did not come back with Redis")
