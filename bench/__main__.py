@@ -99,7 +99,7 @@ def execute(plan: Plan, peers: list[str], argv: Sequence[str], *, json_path: Pat
         say(f"broken: {exc}")
         return 1
     rows = summarize(run)
-    checks = bar.checks(rows)
+    checks = [*bar.checks(rows), *bar.goals(rows)]
     meta |= {"load_after": report.load_average(), "wall_s": round(run.wall_s, 1),
              "targets": run.targets, "skipped": run.skipped, "unavailable": run.unavailable,
              "notes": run.notes, "peak_rss_kib": run.peak_rss_kib}

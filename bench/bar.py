@@ -1,4 +1,5 @@
-"""The bar fleetlb must reach (issue 6), checked against one run's rows.
+"""The bar fleetlb must reach (issue 6), and the goals of issue 15 as ratios, checked against one
+run's rows.
 
 Absolute limits were set on the project's reference 2-core machines; a machine that is slower or
 busier inflates every CPU figure alike. So where the issue gives the bare aiohttp relay's figure,
@@ -87,4 +88,39 @@ def checks(rows: Sequence[Row], target: str = "fleetlb") -> list[Check]:
               _value(rows, "stream_c1", target, lambda r: r.added_ttfb_p50_ms)),
         Check("errors among the held streams", "", 0.0, _hold(rows, target, "errors")),
         Check("RSS per open stream", "KiB", 64.0, _hold(rows, target, "rss_per_stream_kib")),
+    ]
+
+
+def _ratio(rows: Sequence[Row], workload: str, target: str, peer: str,
+           get: Callable[[Row], float]) -> float:
+    mine, theirs = _value(rows, workload, target, get), _value(rows, workload, peer, get)
+    return mine / theirs if theirs and not math.isnan(theirs) else NAN
+
+
+def goals(rows: Sequence[Row], target: str = "fleetlb") -> list[Check]:
+    """Issue 15's goals, every one a ratio within this run (absolute figures move 5x between
+    machines): 'x relay' is paired round by round where the rows carry it, else medians."""
+    def cpu(r: Row) -> float:
+        return r.cpu_us_per_unit
+
+    def added_ttfb(r: Row) -> float:
+        return r.added_ttfb_p50_ms
+
+    native = _cpu(rows, "stream_c16", target)
+    translate = _cpu(rows, "responses_c16", target)
+    return [
+        Check("goal: CPU per request c=1 / relay", "x", 1.0,
+              _cpu_vs_relay(rows, "chat_c1", target)),
+        Check("goal: CPU per request c=32 / relay", "x", 1.0,
+              _cpu_vs_relay(rows, "chat_c32", target)),
+        Check("goal: CPU per stream c=16 / relay", "x", 1.0,
+              _cpu_vs_relay(rows, "stream_c16", target)),
+        Check("goal: CPU per stream c=16 / nginx", "x", 3.0,
+              _ratio(rows, "stream_c16", target, "nginx", cpu)),
+        Check("goal: translate-mode stream / native", "x", 1.5,
+              translate / native if native else NAN),
+        Check("goal: added p50 c=1 / relay's", "x", 1.0,
+              _value(rows, "chat_c1", target, lambda r: r.added_p50_vs_relay)),
+        Check("goal: added TTFB c=1 / relay's", "x", 1.0,
+              _ratio(rows, "stream_c1", target, "relay", added_ttfb)),
     ]

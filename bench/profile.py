@@ -25,6 +25,7 @@ from bench.targets import REPO, STARTERS, Context
 from bench.workloads import FULL, Workload
 
 SAMPLE_RATE_HZ = 250
+IDLE_EXECUTOR_THREAD = "_worker (concurrent/futures/thread.py)"  # blocked in work_queue.get
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ def fold(collapsed: Iterable[str]) -> tuple[Counter[str], Counter[str], int]:
             continue
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
+        if frames[-1] == IDLE_EXECUTOR_THREAD:
+            continue  # an executor thread waiting for work (py-spy counts its lock wait)
         total += count
         self_samples[frames[-1]] += count
         for frame in set(frames):
@@ -79,6 +82,12 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "(aiohttp/web_middlewares.py)", "(aiohttp/_http_parser")),
     ("fleetlb's own code (middleware, auth, routing, payload, relay, sse)", ("(lb/",)),
 )
+# Under uvloop transport.write is C, so the send syscall shows as the self time of the Python
+# function that called it: these do little else.
+_WRITES_IN_C = frozenset({"ClientSink._write (lb/sink.py)",
+                          "BackendConnection.request (lb/upstream/connection.py)",
+                          "StreamWriter._writelines (aiohttp/http_writer.py)",
+                          "StreamWriter._write (aiohttp/http_writer.py)"})
 _ROOTS = ("(lb/serve.py)", "(lb/__main__.py)", "(<frozen runpy>)")  # every sample's outer frames
 EVENT_LOOP = "event loop (asyncio scheduling, tasks, timers)"
 
@@ -86,7 +95,7 @@ EVENT_LOOP = "event loop (asyncio scheduling, tasks, timers)"
 def group_of(frames: list[str]) -> str:
     leaf = frames[-1]
     if leaf.startswith(("_SelectorSocketTransport.write ",
-                        "_SelectorSocketTransport.writelines ")):
+                        "_SelectorSocketTransport.writelines ")) or leaf in _WRITES_IN_C:
         return KERNEL_SEND
     if leaf.startswith("_SelectorSocketTransport._read_ready"):
         return KERNEL_RECV
@@ -105,7 +114,9 @@ def groups(collapsed: Iterable[str]) -> list[tuple[str, float]]:
     for line in collapsed:
         stack, _, count_text = line.rstrip("\n").rpartition(" ")
         if stack and count_text.isdigit():
-            counts[group_of([_short(f) for f in stack.split(";")])] += int(count_text)
+            frames = [_short(f) for f in stack.split(";")]
+            if frames[-1] != IDLE_EXECUTOR_THREAD:
+                counts[group_of(frames)] += int(count_text)
     total = sum(counts.values())
     return [(name, 100 * c / total) for name, c in counts.most_common()] if total else []
 

@@ -16,6 +16,7 @@ from bench.__main__ import _peers, broken
 from bench.backend import Replies, StreamShape, _content_length, chunked, stream_events
 from bench.loadgen import count_events
 from bench.procfs import Stat, descendants, parse_stat, parse_status_kib, sample_tree
+from bench.profile import fold, groups
 from bench.runner import Cell, Run, run_bench
 from bench.stats import latency_summary, median, per_unit, percentile, rate, ratio
 from bench.summary import Row, find, summarize_cells
@@ -235,6 +236,31 @@ def test_bar_verdicts() -> None:
         "errors among the held streams": "met",
         "RSS per open stream": "met",
     }
+
+
+def test_goals_are_ratios_within_the_run() -> None:
+    rows = [_row("chat_c1", "fleetlb", cpu=300.0, vs_relay=0.9),
+            _row("chat_c32", "fleetlb", cpu=300.0, vs_relay=1.2),
+            _row("stream_c16", "fleetlb", cpu=2000.0, vs_relay=0.8),
+            _row("stream_c16", "nginx", cpu=500.0),
+            _row("responses_c16", "fleetlb", cpu=2400.0)]
+    goals = {c.name: (c.measured, c.verdict) for c in bar.goals(rows)}
+    assert goals["goal: CPU per request c=1 / relay"] == (0.9, "met")
+    assert goals["goal: CPU per request c=32 / relay"] == (1.2, "missed")
+    assert goals["goal: CPU per stream c=16 / nginx"] == (4.0, "missed")
+    assert goals["goal: translate-mode stream / native"] == (pytest.approx(1.2), "met")
+    assert goals["goal: added TTFB c=1 / relay's"][1] == "not measured"
+
+
+def test_profile_drops_the_idle_executor_thread() -> None:
+    self_samples, _, total = fold([
+        "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:81) 50",
+        "Runner.run (asyncio/runners.py:118);handle (lb/handlers.py:49) 10"])
+    assert total == 10
+    assert self_samples == {"handle (lb/handlers.py)": 10}
+    assert groups(["Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:81) 5",
+                   "Runner.run (asyncio/runners.py:118);handle (lb/handlers.py:49) 5"]) == [
+        ("fleetlb's own code (middleware, auth, routing, payload, relay, sse)", 100.0)]
 
 
 def test_bar_allows_relay_multiples_from_the_reference_figures() -> None:

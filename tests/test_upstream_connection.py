@@ -12,7 +12,7 @@ import pytest
 
 from lb.errors import StreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
 from lb.upstream.connection import Deadlines, Reply
-from lb.upstream.pool import EndpointPool, request_head
+from lb.upstream.pool import EndpointPool
 
 DEADLINES = Deadlines(first_byte_s=5.0, idle_s=5.0, total_s=10.0)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
@@ -68,8 +68,7 @@ def pool_for(b: Backend) -> EndpointPool:
 
 
 def request(body: bytes = b"{}") -> bytes:
-    return request_head("POST", "/v1/x", [("Host", "b"), ("Content-Length", str(len(body)))]) \
-        + b"\r\n" + body
+    return b"POST /v1/x HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
 
 
 def answering(*answers: bytes, keep: bool = True) -> Script:

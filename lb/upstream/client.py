@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp.connector import AddrInfoType
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from lb import nesting
 from lb.config import TimeoutsConfig
@@ -29,7 +29,7 @@ from lb.errors import (
     UpstreamTimeout,
 )
 from lb.upstream.connection import Deadlines, Reply
-from lb.upstream.pool import Pools, request_head
+from lb.upstream.pool import Pools
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what we set ourselves or must never forward.
 HOP_BY_HOP = frozenset({
@@ -63,31 +63,31 @@ class UpstreamCall:
 
 def forwardable_headers(client: Mapping[str, str]) -> dict[str, str]:
     """Client headers minus hop-by-hop, credentials and what we set per endpoint."""
-    return dict(_kept(client, _NOT_FORWARDED))
+    dropped = _NOT_FORWARDED
+    connection = client.get("Connection")
+    if connection:
+        dropped = dropped | {h.strip().lower() for h in connection.split(",")}
+    return {k: v for k, v in client.items() if k.lower() not in dropped}
 
 
 def returnable_headers(upstream: list[tuple[str, str]]) -> CIMultiDict[str]:
     """Upstream response headers minus hop-by-hop and what aiohttp sets for the client."""
-    dropped = _NOT_RETURNED
-    kept = []
+    kept = CIMultiDict[str]()
+    named: set[str] = set()  # what the answer's own Connection header says is hop-by-hop
     for key, value in upstream:
         lower = key.lower()
-        if lower == "connection":
-            dropped = dropped | {h.strip().lower() for h in value.split(",")}
-        kept.append((lower, key, value))
-    return CIMultiDict((key, value) for lower, key, value in kept if lower not in dropped)
+        if lower not in _NOT_RETURNED:
+            kept.add(key, value)
+        elif lower == "connection":
+            named.update(h.strip().lower() for h in value.split(","))
+    for name in named:
+        kept.popall(name, None)
+    return kept
 
 
-def aiohttp_returnable_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    return CIMultiDict(_kept(upstream, _NOT_RETURNED))
-
-
-def _kept(headers: Mapping[str, str], dropped: frozenset[str]) -> list[tuple[str, str]]:
-    """Headers not in `dropped` nor named by the message's own Connection header (RFC 9110)."""
-    connection = headers.get("Connection")
-    if connection:
-        dropped = dropped | {h.strip().lower() for h in connection.split(",")}
-    return [(k, v) for k, v in headers.items() if k.lower() not in dropped]
+def _has_content_type(headers: Mapping[str, str]) -> bool:
+    return "Content-Type" in headers or "content-type" in headers or \
+        any(k.lower() == "content-type" for k in headers)
 
 
 class Upstream:
@@ -133,17 +133,18 @@ class Upstream:
         """Response headers from the endpoint, or an UpstreamError saying why not."""
         config = endpoint.config
         pool = self._pools.get(config.base_url, endpoint.name)
-        headers = [("Host", pool.host_header), *call.headers.items(),
-                   ("X-Request-ID", call.request_id), ("Accept-Encoding", "identity")]
-        key = config.api_key
-        if key is not None:
-            headers.append(("Authorization", "Bearer " + key.get_secret_value()))
+        headers = call.headers
         body = call.body
+        line = f"{call.method} {pool.path_prefix}{call.path} HTTP/1.1\r\n"
+        lines = [*[f"{k}: {v}\r\n" for k, v in headers.items()],
+                 f"X-Request-ID: {call.request_id}\r\n"]
         if body or call.method == "POST":
-            headers.append(("Content-Length", str(len(body))))
-            if not any(k.lower() == "content-type" for k, _ in call.headers.items()):
-                headers.append(("Content-Type", "application/json"))
-        data = request_head(call.method, pool.path_prefix + call.path, headers) + b"\r\n" + body
+            lines.append(f"Content-Length: {len(body)}\r\n")
+            if not _has_content_type(headers):
+                lines.append("Content-Type: application/json\r\n")
+        data = b"".join((line.encode("utf-8", "surrogateescape"),
+                         pool.endpoint_lines(config.api_key),  # Host first (RFC 9112 3.2)
+                         "".join(lines).encode("utf-8", "surrogateescape"), b"\r\n", body))
         return await pool.send(data, self._deadlines, self._timeouts.connect)
 
     async def send_long(self, endpoint: Endpoint, call: UpstreamCall) -> aiohttp.ClientResponse:

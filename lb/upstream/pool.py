@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from lb.errors import UpstreamConnectError
 from lb.upstream.connection import BackendConnection, Deadlines, Reply
 
 MAX_IDLE_PER_ENDPOINT = 256  # idle sockets kept per endpoint; more are closed when released
-
-
-def request_head(method: str, path: str, headers: Iterable[tuple[str, str]]) -> bytes:
-    """The request line and header lines, without the final blank line."""
-    lines = [f"{method} {path} HTTP/1.1"]
-    lines.extend(f"{k}: {v}" for k, v in headers)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 class EndpointPool:
@@ -44,6 +39,22 @@ class EndpointPool:
                                                      else f":{self._port}")
         self._idle: list[BackendConnection] = []
         self._ssl: ssl.SSLContext | None = None
+        self._key: SecretStr | None = None
+        self._endpoint_lines = self._lines_for(None)
+
+    def endpoint_lines(self, key: SecretStr | None) -> bytes:
+        """The header lines every request to this endpoint carries: Host, identity encoding
+        (we parse SSE: never ask for compression) and the endpoint's own key, never the
+        client's. Built again only when a reload gives the endpoint another key."""
+        if key is not self._key:
+            self._key, self._endpoint_lines = key, self._lines_for(key)
+        return self._endpoint_lines
+
+    def _lines_for(self, key: SecretStr | None) -> bytes:
+        lines = f"Host: {self.host_header}\r\nAccept-Encoding: identity\r\n"
+        if key is not None:
+            lines += f"Authorization: Bearer {key.get_secret_value()}\r\n"
+        return lines.encode("utf-8", "surrogateescape")
 
     @property
     def idle_count(self) -> int:
