@@ -20,12 +20,13 @@ START_S = 10.0  # ceiling for redis-server to answer PING; it takes milliseconds
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
         # a short folder: a unix socket path must fit in 108 bytes
         self.folder = Path(tempfile.mkdtemp(prefix="fleetlb-redis-"))
         self.port = free_port()
         self.socket = self.folder / "redis.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.password = password
 
     @property
     def url(self) -> str:
@@ -42,7 +43,8 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.folder),
              "--unixsocket", str(self.socket), "--unixsocketperm", "700",
-             "--daemonize", "no", "--loglevel", "warning"],
+             "--daemonize", "no", "--loglevel", "warning",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + START_S
@@ -65,7 +67,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
                 s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

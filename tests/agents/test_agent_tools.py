@@ -95,3 +95,17 @@ async def test_a_namespaced_call_comes_back_with_its_namespace_and_the_drop_is_s
     call = body["output"][0]
     assert (call["type"], call["namespace"], call["name"], call["arguments"]) == (
         "function_call", "multi_agent_v1", "spawn_agent", '{"task": "tests"}')
+
+
+async def test_prompt_cache_key_reaches_only_backends_that_take_it(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    openai_sim = await start_sim("m1", responses=False)
+    vllm_sim = await start_sim("m2", responses=False, kind="vllm")
+    gw = await start_gateway({"server": {"api_keys": [KEY]}, "endpoints": [
+        endpoint("openai", openai_sim, ("m1",), responses="translate", kind="openai"),
+        endpoint("vllm", vllm_sim, ("m2",), responses="translate", kind="vllm")]})
+    client = gw.openai()
+    for model in ("m1", "m2"):
+        await client.responses.create(model=model, input="hi", prompt_cache_key="session-7")
+    assert chats(openai_sim)[0]["prompt_cache_key"] == "session-7"
+    assert "prompt_cache_key" not in chats(vllm_sim)[0]

@@ -81,3 +81,11 @@ def test_sharing_limits_needs_a_restart() -> None:
     new = parse_config({"redis": {"url": URL}, "limits": {"shared": True}})
     assert diff_configs(running, new).restart_required == ("limits.shared",)
     assert keep_restart_only(new, running).limits.shared is False
+
+
+def test_the_readme_shows_the_shipped_systemd_drop_in() -> None:
+    root = Path(__file__).resolve().parents[2]
+    drop_in = (root / "deploy/systemd/redis.conf").read_text()
+    assert f"```ini\n{drop_in}```" in (root / "README.md").read_text()
+    # a dead Redis must never stop the gateway
+    assert not [ln for ln in drop_in.splitlines() if ln.startswith(("Requires=", "BindsTo="))]

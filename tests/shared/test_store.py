@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import structlog.testing
 from pydantic import SecretStr
 
 from lb.config import RedisConfig
@@ -133,3 +134,18 @@ async def test_a_redis_that_never_answers_costs_at_most_the_timeout(
                 await store.get("resp_1")
             with pytest.raises(StoreUnavailable):
                 await store.put(record("resp_1"))
+
+
+async def test_a_refused_password_is_never_logged(make_link: LinkFactory) -> None:
+    server = RedisServer(password="the-right-one")
+    server.start()
+    try:
+        link = make_link(f"redis://:hunter2-secret@127.0.0.1:{server.port}/0")
+        with structlog.testing.capture_logs() as logs, pytest.raises(SharedStateDown) as info:
+            await link.run("ping", lambda r: r.ping())
+        assert logs and logs[0]["event"] == "redis_unavailable", logs
+        assert "hunter2" not in repr(logs) and "hunter2" not in str(info.value)
+        good = make_link(f"redis://:the-right-one@127.0.0.1:{server.port}/0")
+        assert await good.check()
+    finally:
+        server.stop()
