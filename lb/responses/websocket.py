@@ -29,7 +29,9 @@ from lb.teams.step import admit_turn
 from lb.upstream import forwardable_headers
 
 CONNECTION_LIMIT_S = 3600.0  # the specification lets servers close a connection after 60 min
-_NOT_IN_WS_MODE = ("stream", "stream_options", "background")
+# Every turn streams: a client's `stream` / `stream_options` (Codex CLI sends `stream: true`)
+# ask for nothing more and are ignored. Background mode would change the answer: refused.
+_STREAM_KEYS = frozenset({"type", "stream", "stream_options"})
 
 log = structlog.get_logger("lb.responses.websocket")
 
@@ -127,10 +129,9 @@ class Connection:
             raise BadRequest(f"message is not valid JSON: {exc}") from None
         if not isinstance(message, dict) or message.get("type") != "response.create":
             raise BadRequest("expected a message of type 'response.create'", param="type")
-        for key in _NOT_IN_WS_MODE:
-            if key in message:
-                raise BadRequest(f"'{key}' is not used in WebSocket mode", param=key)
-        return {k: v for k, v in message.items() if k != "type"}
+        if message.get("background"):
+            raise BadRequest("background mode is not used in WebSocket mode", param="background")
+        return {k: v for k, v in message.items() if k not in _STREAM_KEYS}
 
     async def _run(self, body: dict[str, Any], record: RequestRecord) -> None:
         runtime, ctx = self._request.app[RUNTIME].current, self._request.app[RESPONSES]
