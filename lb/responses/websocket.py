@@ -25,6 +25,7 @@ from lb.responses.modes import mode_of
 from lb.responses.params import dropped_value
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
+from lb.responses.warmup import is_warm_up, warm_up_events
 from lb.teams.step import admit_turn
 from lb.upstream import forwardable_headers
 
@@ -145,6 +146,9 @@ class Connection:
             turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream,
                                     f"{record.request_id}-{self._turns}",
                                     forwardable_headers(self._request.headers), self._local)
+            if is_warm_up(turn.request):
+                await self._warm_up(turn)
+                return
             exchange = await runtime.forwarder.open(turn.restrict(plan), turn.call_for)
             await self._stream(turn, exchange, record)
         finally:
@@ -176,6 +180,18 @@ class Connection:
             final["id"], turn.payload.model, "translate", exchange.endpoint.name,
             turn.conversation_input(), final)
         await turn.remember(mode, exchange.endpoint, final, final["id"])
+
+    async def _warm_up(self, turn: Turn) -> None:
+        """`generate: false`: an empty response, kept to be continued; no backend is asked."""
+        events = warm_up_events(turn.request, turn.response_id, turn.created_at)
+        for event in events:
+            await self._ws.send_str(orjson.dumps(event).decode())
+        final = events[-1]["response"]
+        record = StoredResponse(final["id"], turn.payload.model, "translate", "",
+                                turn.conversation_input(), final)
+        self._local[final["id"]] = record
+        if turn.stores:
+            await self._request.app[RESPONSES].store.put(record)
 
     async def _upstream_refused(self, exchange: Exchange) -> None:
         status = exchange.response.status
