@@ -174,6 +174,8 @@ class CacheAware:
 
     def pick(self, members: Sequence[Endpoint], usable: Sequence[Endpoint],
              request: PickRequest) -> Endpoint:
+        if len(members) == 1:  # nowhere else to go: no text to build, nothing to learn
+            return usable[0]
         note = request.note if request.note is not None else RouteNote()
         hashes = note.hashes
         if hashes is None:

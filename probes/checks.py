@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,36 +182,27 @@ def openai_model_ids(doc: Any) -> frozenset[str] | None:
 
 def parse_vllm_queue(text: str) -> int | None:
     """Requests running plus waiting, summed over every series; None when vLLM exports neither."""
-    total = 0.0
-    seen = False
+    values = list(_samples(text, VLLM_QUEUE_METRICS))
+    return round(sum(values)) if values else None
+
+
+def parse_vllm_kv_usage(text: str) -> float | None:
+    """The highest KV-cache use (0..1) over every series (engine); None when vLLM exports none."""
+    return max((v for v in _samples(text, VLLM_KV_METRICS) if v <= 1), default=None)
+
+
+def _samples(text: str, names: frozenset[str]) -> Iterator[float]:
+    """The finite, non-negative values of the samples of `names` in a Prometheus text."""
     for line in text.splitlines():
         match = _SAMPLE.match(line.strip())
-        if match is None or match.group(1) not in VLLM_QUEUE_METRICS:
+        if match is None or match.group(1) not in names:
             continue
         try:
             value = float(match.group(2))
         except ValueError:
             continue
         if value >= 0 and value != float("inf"):  # NaN fails >= 0 too
-            total += value
-            seen = True
-    return round(total) if seen else None
-
-
-def parse_vllm_kv_usage(text: str) -> float | None:
-    """The highest KV-cache use (0..1) over every series (engine); None when vLLM exports none."""
-    highest: float | None = None
-    for line in text.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if match is None or match.group(1) not in VLLM_KV_METRICS:
-            continue
-        try:
-            value = float(match.group(2))
-        except ValueError:
-            continue
-        if 0 <= value <= 1 and (highest is None or value > highest):  # NaN fails both
-            highest = value
-    return highest
+            yield value
 
 
 async def _optional(fetch: Awaitable[Any]) -> Any:

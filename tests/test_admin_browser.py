@@ -235,3 +235,34 @@ async def test_a_gateway_without_admin_key_shows_the_data_at_once(
     overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0
     assert errors.found == []
+
+
+async def test_keys_section_shows_each_named_key(browser: BrowserContext, start_sim: SimFactory,
+                                                 gateways: list[Gateway]) -> None:
+    sims = await start_fleet(start_sim)
+    config = fleet_config(sims, admin_key=ADMIN)
+    config["keys"] = [
+        {"name": "team-a", "key": "sk-team-a", "models": ["m1"], "rpm": 600, "tpm": 100000,
+         "max_in_flight": 4, "priority": "interactive"},
+        {"name": EVIL, "key": "sk-evil", "priority": "batch"},
+    ]
+    gateway = Gateway(config)
+    gateways.append(gateway)
+    await gateway.start()
+    async with openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key="sk-team-a",
+                                  max_retries=0, timeout=10) as client:
+        for _ in range(3):
+            await client.chat.completions.create(
+                model="m1", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    page = await browser.new_page()
+    errors = Errors(page)
+    await sign_in(page, gateway.url)
+    team_a = page.locator('#keys tbody tr[data-key="team-a"]')
+    await team_a.wait_for(timeout=WAIT_MS)
+    cells = await team_a.locator("td").all_text_contents()
+    assert cells[:4] == ["team-a", "m1", "interactive", "3 / 600"]
+    assert cells[5] == "0 / 4" and cells[6] == "0" and cells[7] == "3"
+    evil = await page.locator(f'#keys tbody tr[data-key="{EVIL}"] td').all_text_contents()
+    assert evil[:4] == [EVIL, "all", "batch", "0 / ∞"]
+    assert await page.locator("main img").count() == 0
+    assert errors.found == []

@@ -192,7 +192,7 @@ def test_cache_aware_gives_up_the_cache_only_when_the_owner_is_overloaded(
     strategy = _cache_aware(**knobs)
     text = SHARED + "history " * 200
     owner, other = ep("owner"), ep("other")
-    strategy.pick([owner], [owner], _turn(text))  # only the owner was up: it holds the prefix
+    strategy.pick([owner, other], [owner], _turn(text))  # only the owner was up: it holds it
     config = {k: owner_state.pop(k) for k in ("max_in_flight",) if k in owner_state}
     if config:
         owner.config = owner.config.model_copy(update=config)
@@ -220,4 +220,7 @@ def test_cache_aware_hashes_once_per_request_and_fails_over() -> None:
     assert strategy.pick([a, b], [a, b], req).name == "a"
     assert strategy.pick([a, b], [b], req).name == "b"  # a failed: the next attempt
     assert calls == [256 * 256, 256 * 256]
-    assert strategy.pick([a], [a], PickRequest("m")).name == "a"  # no text, no note: no crash
+    assert strategy.pick([a, b], [a], PickRequest("m")).name == "a"  # no text, no note: no crash
+    alone = PickRequest("m", prompt=prompt, note=RouteNote())
+    assert strategy.pick([a], [a], alone).name == "a"  # a pool of one: nothing to weigh
+    assert (alone.note is not None and alone.note.reason, len(calls)) == ("", 2)

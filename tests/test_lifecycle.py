@@ -57,8 +57,9 @@ def chats_received(*sims: Sim) -> int:
 
 def configs(a: Sim, b: Sim, c: Sim) -> tuple[str, str]:
     """Two valid configs to alternate: weights change, endpoint c comes and goes."""
-    first = fleet_toml([("a", a.url, 1), ("b", b.url, 1)])
-    second = fleet_toml([("a", a.url, 3), ("b", b.url, 1), ("c", c.url, 2)])
+    weighted = '\n[[models]]\nname = "m1"\nstrategy = "weighted"\n'  # the weights are tested
+    first = fleet_toml([("a", a.url, 1), ("b", b.url, 1)]) + weighted
+    second = fleet_toml([("a", a.url, 3), ("b", b.url, 1), ("c", c.url, 2)]) + weighted
     return first, second
 
 

@@ -59,3 +59,10 @@ def test_passwords_in_urls_are_secrets() -> None:
         "endpoints": [{"name": "a", "url": "http://u:ep-pw-7@127.0.0.1:1"}],
     })
     assert {"redis-pw-6", "ep-pw-7"} <= set(secrets_of(config))
+
+
+def test_team_keys_are_secrets() -> None:
+    config = parse_config({"keys": [{"name": "team-a", "key": "team-key-8"},
+                                    {"name": "team-b", "key_env": "TB"}],
+                           "endpoints": []}, env={"TB": "team-key-9"})
+    assert {"team-key-8", "team-key-9"} <= set(secrets_of(config))

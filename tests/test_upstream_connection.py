@@ -286,3 +286,21 @@ async def test_refused_connection_is_a_connect_error() -> None:
     pool = EndpointPool(f"http://127.0.0.1:{port}", "gone")
     with pytest.raises(UpstreamConnectError, match="gone"):
         await pool.send(request(), DEADLINES, 1.0)
+
+
+async def test_a_paused_read_is_not_the_backends_silence(
+        backend: Callable[[Script], Awaitable[Backend]]) -> None:
+    big = b"x" * (512 << 10)  # past the pull buffer's high-water mark: the socket is paused
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(big), big))
+        await writer.drain()
+        await reader.read()
+
+    b = await backend(script)
+    pool = pool_for(b)
+    reply = await pool.send(request(), Deadlines(5.0, 0.1, 30.0), 1.0)
+    await asyncio.sleep(0.5)  # a slow consumer: five idle periods, all of them ours
+    assert await reply.read() == big
+    pool.close()

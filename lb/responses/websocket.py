@@ -25,11 +25,14 @@ from lb.responses.modes import mode_of
 from lb.responses.params import dropped_value
 from lb.responses.store import StoredResponse
 from lb.responses.turn import Turn, start_turn
+from lb.responses.warmup import is_warm_up, warm_up_events
 from lb.teams.step import admit_turn
 from lb.upstream import forwardable_headers
 
 CONNECTION_LIMIT_S = 3600.0  # the specification lets servers close a connection after 60 min
-_NOT_IN_WS_MODE = ("stream", "stream_options", "background")
+# Every turn streams: a client's `stream` / `stream_options` (Codex CLI sends `stream: true`)
+# ask for nothing more and are ignored. Background mode would change the answer: refused.
+_STREAM_KEYS = frozenset({"type", "stream", "stream_options"})
 
 log = structlog.get_logger("lb.responses.websocket")
 
@@ -127,10 +130,9 @@ class Connection:
             raise BadRequest(f"message is not valid JSON: {exc}") from None
         if not isinstance(message, dict) or message.get("type") != "response.create":
             raise BadRequest("expected a message of type 'response.create'", param="type")
-        for key in _NOT_IN_WS_MODE:
-            if key in message:
-                raise BadRequest(f"'{key}' is not used in WebSocket mode", param=key)
-        return {k: v for k, v in message.items() if k != "type"}
+        if message.get("background"):
+            raise BadRequest("background mode is not used in WebSocket mode", param="background")
+        return {k: v for k, v in message.items() if k not in _STREAM_KEYS}
 
     async def _run(self, body: dict[str, Any], record: RequestRecord) -> None:
         runtime, ctx = self._request.app[RUNTIME].current, self._request.app[RESPONSES]
@@ -144,6 +146,9 @@ class Connection:
             turn = await start_turn(ctx, payload, payload.data, plan.pool.upstream,
                                     f"{record.request_id}-{self._turns}",
                                     forwardable_headers(self._request.headers), self._local)
+            if is_warm_up(turn.request):
+                await self._warm_up(turn)
+                return
             exchange = await runtime.forwarder.open(turn.restrict(plan), turn.call_for)
             await self._stream(turn, exchange, record)
         finally:
@@ -175,6 +180,18 @@ class Connection:
             final["id"], turn.payload.model, "translate", exchange.endpoint.name,
             turn.conversation_input(), final)
         await turn.remember(mode, exchange.endpoint, final, final["id"])
+
+    async def _warm_up(self, turn: Turn) -> None:
+        """`generate: false`: an empty response, kept to be continued; no backend is asked."""
+        events = warm_up_events(turn.request, turn.response_id, turn.created_at)
+        for event in events:
+            await self._ws.send_str(orjson.dumps(event).decode())
+        final = events[-1]["response"]
+        record = StoredResponse(final["id"], turn.payload.model, "translate", "",
+                                turn.conversation_input(), final)
+        self._local[final["id"]] = record
+        if turn.stores:
+            await self._request.app[RESPONSES].store.put(record)
 
     async def _upstream_refused(self, exchange: Exchange) -> None:
         status = exchange.response.status

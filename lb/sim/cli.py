@@ -12,6 +12,7 @@ from typing import get_args
 from aiohttp import web
 
 from lb.sim.app import build_sim_app
+from lb.sim.faults import FAULTS, Fault, FaultyBackend
 from lb.sim.kvcache import KvCacheOptions
 from lb.sim.options import SimBehavior, SimKind, SimOptions
 
@@ -72,6 +73,12 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
         help="probability that a model request gets a 500",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+    p.add_argument(
+        "--fault",
+        choices=FAULTS,
+        default=None,
+        help="misbehave instead (lb/sim/faults.py): every model request gets this fault",
+    )
     kv = KvCacheOptions()
     p.add_argument("--kv-cache-blocks", type=int, default=0,
                    help=f"model a KV cache of this many {kv.block_tokens}-token blocks, a prefill "
@@ -104,7 +111,35 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 when the address cannot be bound."""
+    if getattr(args, "fault", None):
+        return asyncio.run(_serve_fault(args.fault, args.host, args.port))
     return asyncio.run(_serve(options_from_args(args), args.host, args.port))
+
+
+async def _serve_fault(fault: Fault, host: str, port: int) -> int:
+    try:
+        backend = await FaultyBackend(fault=fault).start(host, port)
+    except OSError as exc:
+        print(f"fleetlb sim: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"fleetlb sim: misbehaving backend ({fault}) listening on {backend.url}", flush=True)
+    try:
+        await _until_stopped()
+    finally:
+        await backend.close()
+    return 0
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _serve(options: SimOptions, host: str, port: int) -> int:

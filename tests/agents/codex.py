@@ -52,8 +52,9 @@ def _lock(path: Path) -> Iterator[None]:
         yield
 
 
-def provider_config(base_url: str, model: str) -> str:
-    """The config.toml that points Codex at fleetlb (what the README shows)."""
+def provider_config(base_url: str, model: str, extra: str = "") -> str:
+    """The config.toml that points Codex at fleetlb (what the README shows), plus `extra` lines
+    of its provider entry."""
     return "\n".join([
         f'model = "{model}"',
         'model_provider = "fleetlb"',
@@ -63,6 +64,7 @@ def provider_config(base_url: str, model: str) -> str:
         f'base_url = "{base_url}"',
         'wire_api = "responses"',
         f'env_key = "{KEY_ENV}"',
+        extra,
         "",
     ])
 
@@ -82,9 +84,10 @@ def _prepare(home: Path, workdir: Path, config: str) -> None:
 
 async def codex_exec(binary: Path, home: Path, workdir: Path, base_url: str, key: str,
                      prompt: str, model: str = "m1",
-                     timeout_s: float = RUN_TIMEOUT_S) -> CodexRun:
+                     timeout_s: float = RUN_TIMEOUT_S, provider_extra: str = "") -> CodexRun:
     """`codex exec` one prompt; killed by PID (its whole process group) if it overruns."""
-    await asyncio.to_thread(_prepare, home, workdir, provider_config(base_url, model))
+    config = provider_config(base_url, model, provider_extra)
+    await asyncio.to_thread(_prepare, home, workdir, config)
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "CODEX_HOME": str(home),
            KEY_ENV: key, "NO_COLOR": "1", "RUST_LOG": "error"}
     process = await asyncio.create_subprocess_exec(

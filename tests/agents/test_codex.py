@@ -37,13 +37,15 @@ def requests(sim: Sim, path: str) -> list[dict[str, Any]]:
 
 
 async def run_turn(codex: Path, tmp_path: Path, start_sim: SimFactory,
-                   start_gateway: GatewayFactory, mode: str) -> tuple[Sim, str]:
+                   start_gateway: GatewayFactory, mode: str,
+                   provider_extra: str = "") -> tuple[Sim, str]:
     sim = await start_sim("m1", responses=mode == "native")
     sim.behavior.tool_script = SCRIPT
     gw = await start_gateway({"server": {"api_keys": [KEY]},
                               "endpoints": [endpoint("a", sim, responses=mode)]})
     run = await codex_exec(codex, tmp_path / "home", tmp_path / "work", gw.url + "/v1", KEY,
-                           "Run the command and tell me what it printed.")
+                           "Run the command and tell me what it printed.",
+                           provider_extra=provider_extra)
     assert run.returncode == 0, run.stderr[-3000:]
     assert MARKER in run.stdout, (run.stdout, run.stderr[-3000:])
     return sim, run.stdout
@@ -82,3 +84,19 @@ async def test_native_mode_a_whole_agent_turn(
     assert second["input"][-1]["type"] == "function_call_output"
     assert MARKER in second["input"][-1]["output"]
     assert requests(sim, "/v1/chat/completions") == []
+
+
+@pytest.mark.parametrize("mode", ["translate", "native"])
+async def test_websocket_mode_a_whole_agent_turn(
+        codex: Path, tmp_path: Path, start_sim: SimFactory, start_gateway: GatewayFactory,
+        log_lines: Any, mode: str) -> None:
+    # Codex's WebSocket transport: `response.create` messages (with `stream: true`, which a
+    # WebSocket turn ignores) on GET /v1/responses, every turn on the one connection
+    sim, _ = await run_turn(codex, tmp_path, start_sim, start_gateway, mode,
+                            provider_extra="supports_websockets = true")
+    backend = "/v1/chat/completions" if mode == "translate" else "/v1/responses"
+    got = requests(sim, backend)
+    # Codex first sends a warm-up `generate: false`: fleetlb answers it without a backend
+    assert len(got) == 2
+    lines = [line for line in log_lines() if line.get("path") == "/v1/responses"]
+    assert [line["method"] for line in lines] == ["GET"]

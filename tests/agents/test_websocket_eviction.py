@@ -10,6 +10,7 @@ import openai
 import orjson
 import pytest
 
+from lb.responses.shape import problems
 from tests.conftest import Gateway, GatewayFactory, Sim, SimFactory, endpoint
 from tests.gateway.test_responses_websocket import connect, turn
 
@@ -122,3 +123,24 @@ async def test_http_translate_a_continuation_answering_no_call_is_a_400_and_the_
     second = await client.responses.create(model="m1", previous_response_id=first.id,
                                            input=[output(call.call_id)])  # type: ignore[list-item]
     assert second.status == "completed"
+
+
+@pytest.mark.parametrize("mode", ["translate", "native"])
+async def test_a_warm_up_turn_asks_no_backend_and_can_be_continued(
+        start_sim: SimFactory, start_gateway: GatewayFactory, mode: str) -> None:
+    sim, gw = await gateway(start_sim, start_gateway, mode)
+    async with connect(gw) as ws:
+        warm = await turn(ws, model="m1", input="system prompt here", generate=False,
+                          store=False)
+        assert [m["type"] for m in warm] == ["response.created", "response.in_progress",
+                                             "response.completed"]
+        for message in warm:
+            assert problems(message) == [], message
+        final = warm[-1]["response"]
+        assert (final["status"], final["output"]) == ("completed", [])
+        assert sim.behavior.requests == []  # no backend was asked
+        second = await turn(ws, model="m1", input="go", previous_response_id=final["id"])
+        assert second[-1]["type"] == "response.completed"
+    sent = sim.behavior.requests[-1].json()
+    texts = str(sent.get("messages") or sent.get("input"))
+    assert "system prompt here" in texts and "go" in texts

@@ -124,12 +124,14 @@ async def test_bad_messages_get_error_envelopes(start_sim: SimFactory,
     async with connect(gw) as ws:
         await ws.send_str("not json")
         bad_json = orjson.loads(await ws.receive_str(timeout=20))
-        wrong = await turn(ws, model="m1", input="x", stream=True)
+        wrong = await turn(ws, model="m1", input="x", background=True)
+        streamed = await turn(ws, model="m1", input="x", stream=True)  # Codex CLI sends it
         await ws.send_str(orjson.dumps({"type": "response.cancel"}).decode())
         wrong_type = orjson.loads(await ws.receive_str(timeout=20))
         ok = await turn(ws, model="m1", input="x")
     assert bad_json["type"] == "error" and bad_json["status"] == 400
-    assert wrong[0]["error"]["param"] == "stream"
+    assert wrong[0]["error"]["param"] == "background"
+    assert streamed[-1]["type"] == "response.completed"
     assert wrong_type["error"]["param"] == "type"
     assert ok[-1]["type"] == "response.completed"
 

@@ -169,3 +169,31 @@ async def test_a_slow_reader_pauses_the_backend(start_faulty: FaultyFactory,
     async with asyncio.timeout(HANG_BOUND_S):  # the gateway sees the client go, and lets go
         while gw.in_flight()["a"]:
             await asyncio.sleep(0.02)
+
+
+async def test_fleetlb_sim_fault_serves_a_misbehaving_backend() -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "lb", "sim", "--port", "0", "--fault",
+                             "auth_echo"], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), HANG_BOUND_S)
+        url = re.search(rb"http://[\d.]+:\d+", line)
+        assert url, line
+        async with aiohttp.ClientSession() as s, s.post(
+                url.group().decode() + "/v1/chat/completions", json=CHAT,
+                headers={"Authorization": "Bearer k"}) as resp:
+            assert resp.status == 401
+            assert resp.headers["X-Echo-Authorization"] == "Bearer k"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, HANG_BOUND_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

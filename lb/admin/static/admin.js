@@ -200,8 +200,8 @@
       "no endpoints configured");
     replaceRows($("models"), stats.models.map(modelRow), 9, "no models");
     drawSparks(stats);
-    const hasKeys = keys.status === 200 && Array.isArray(keys.body?.keys);
-    $("keys-section").hidden = !hasKeys; // 404: this gateway has no named keys
+    const hasKeys = keys.status === 200 && Array.isArray(keys.body?.keys) && keys.body.keys.length;
+    $("keys-section").hidden = !hasKeys; // none (open gateway) or a 404 (an older gateway)
     if (hasKeys) replaceRows($("keys"), keys.body.keys.map(keyRow), 9, "no keys");
     $("login").hidden = true;
     $("dashboard").hidden = false;
