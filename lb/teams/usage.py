@@ -16,6 +16,9 @@ from lb.relay import PASSTHROUGH, StreamFraming
 from lb.teams.gate import Ticket
 from lb.usage import USAGE_KEY, find_usage
 
+_NO_CHOICES = b'"choices":[]'  # the usage-only chunk, compact JSON (vLLM, llama.cpp, OpenAI)
+_NO_CHOICES_SPACED = b'"choices": []'  # ...and Python's json.dumps spacing
+
 
 def usage_for(ticket: Ticket, payload: Payload, upstream_model: str,
               record: RequestRecord) -> tuple[bytes, StreamFraming]:
@@ -53,7 +56,10 @@ class HiddenUsage:
         return PASSTHROUGH.fail(error)
 
     def _is_usage_chunk(self, event: bytes) -> bool:
-        if USAGE_KEY not in event:
+        # every chunk carries `"usage": null` once usage is asked for: look closer only at one
+        # whose choices are empty (two byte searches per event, no parse)
+        if USAGE_KEY not in event or (_NO_CHOICES not in event and
+                                      _NO_CHOICES_SPACED not in event):
             return False
         usage = find_usage(event)
         if usage is None:  # `"usage": null` on the ordinary chunks
