@@ -19,7 +19,8 @@ from probes.checks import (
 )
 from tests.fake_probe_backends import FakeBackend, closed_port, running
 
-TIMEOUT_S = 0.3  # generous for loopback; only the hang tests wait it out
+HANG_TIMEOUT_S = 0.3  # what the hang tests wait out
+ANSWER_TIMEOUT_S = 10.0  # a backend that answers: never the limit, even on a loaded machine
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ async def test_ollama_check_lists_models_loaded_models_and_never_asks_root(
 ) -> None:
     fake = FakeBackend("ollama", models=["llama3.1:8b", "qwen2:latest"], loaded=["qwen2:latest"])
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), ANSWER_TIMEOUT_S)
     assert result.ok, result.error
     assert result.models == frozenset({"llama3.1:8b", "qwen2:latest", "qwen2"})
     assert result.loaded_models == frozenset({"qwen2:latest", "qwen2"})
@@ -167,7 +168,7 @@ async def test_ollama_check_lists_models_loaded_models_and_never_asks_root(
 async def test_vllm_check_reads_health_models_and_queue(session: aiohttp.ClientSession) -> None:
     fake = FakeBackend("vllm", models=["qwen"], metrics=VLLM_METRICS)
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), ANSWER_TIMEOUT_S)
     assert result.ok, result.error
     assert result.models == frozenset({"qwen"})
     assert result.backend_queue == 6
@@ -178,7 +179,7 @@ async def test_vllm_check_reads_health_models_and_queue(session: aiohttp.ClientS
 async def test_openai_check_lists_models(session: aiohttp.ClientSession) -> None:
     fake = FakeBackend("openai", models=["gpt-oss-20b"])
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), ANSWER_TIMEOUT_S)
     assert (result.ok, result.models, result.error) == (True, frozenset({"gpt-oss-20b"}), None)
 
 
@@ -187,8 +188,10 @@ async def test_api_key_is_sent_as_bearer_and_never_in_errors(
 ) -> None:
     fake = FakeBackend("openai", status=503)
     async with running(fake):
-        result = await check(session, fake.endpoint(api_key="sk-secret"), TIMEOUT_S)
-        found = await detect_responses(session, fake.endpoint(api_key="sk-secret"), TIMEOUT_S)
+        result = await check(session, fake.endpoint(api_key="sk-secret"), ANSWER_TIMEOUT_S)
+        found = await detect_responses(
+            session, fake.endpoint(api_key="sk-secret"), ANSWER_TIMEOUT_S
+        )
     assert {auth for _, _, auth in fake.seen} == {"Bearer sk-secret"}
     assert not result.ok
     assert found is False
@@ -199,7 +202,7 @@ async def test_api_key_is_sent_as_bearer_and_never_in_errors(
 async def test_liveness_5xx_fails_the_check(session: aiohttp.ClientSession, kind: str) -> None:
     fake = FakeBackend(kind, models=["m"], status=503)
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), ANSWER_TIMEOUT_S)
     assert not result.ok
     assert result.error is not None
     assert "HTTP 503" in result.error
@@ -208,7 +211,7 @@ async def test_liveness_5xx_fails_the_check(session: aiohttp.ClientSession, kind
 async def test_vllm_extras_failing_keep_liveness(session: aiohttp.ClientSession) -> None:
     fake = FakeBackend("vllm", models=["qwen"], metrics="not prometheus at all {")
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), ANSWER_TIMEOUT_S)
     assert (result.ok, result.models, result.backend_queue) == (True, frozenset({"qwen"}), None)
 
 
@@ -216,7 +219,7 @@ async def test_vllm_extras_failing_keep_liveness(session: aiohttp.ClientSession)
 async def test_hung_backend_times_out(session: aiohttp.ClientSession, kind: str) -> None:
     fake = FakeBackend(kind, hang=True)
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), HANG_TIMEOUT_S)
     assert not result.ok
     assert result.error is not None
     assert "within" in result.error
@@ -225,7 +228,7 @@ async def test_hung_backend_times_out(session: aiohttp.ClientSession, kind: str)
 async def test_refused_connection_fails_the_check(session: aiohttp.ClientSession) -> None:
     port = await closed_port()
     config = FakeBackend("ollama", port=port).endpoint()
-    result = await check(session, config, TIMEOUT_S)
+    result = await check(session, config, ANSWER_TIMEOUT_S)
     assert not result.ok
     assert result.error is not None
     assert "/api/tags" in result.error
@@ -245,7 +248,7 @@ async def test_unreadable_model_listing_fails_the_check(
 ) -> None:
     fake = FakeBackend(kind, raw={path: body})
     async with running(fake):
-        result = await check(session, fake.endpoint(), TIMEOUT_S)
+        result = await check(session, fake.endpoint(), ANSWER_TIMEOUT_S)
     assert not result.ok
     assert result.error is not None
     assert path in result.error
@@ -254,7 +257,7 @@ async def test_unreadable_model_listing_fails_the_check(
 async def test_missing_route_fails_the_check(session: aiohttp.ClientSession) -> None:
     fake = FakeBackend("vllm")  # an Ollama endpoint pointed at a vLLM server: no /api/tags
     async with running(fake):
-        result = await check(session, fake.endpoint(kind="ollama"), TIMEOUT_S)
+        result = await check(session, fake.endpoint(kind="ollama"), ANSWER_TIMEOUT_S)
     assert not result.ok
     assert result.error == "/api/tags: HTTP 404"
 
@@ -284,12 +287,12 @@ async def test_detect_responses(
 ) -> None:
     fake = FakeBackend(kind, responses=answer, responses_text=text)
     async with running(fake):
-        assert await detect_responses(session, fake.endpoint(), TIMEOUT_S) is expected
+        assert await detect_responses(session, fake.endpoint(), ANSWER_TIMEOUT_S) is expected
     assert fake.seen[-1][:2] == ("POST", "/v1/responses")
 
 
 async def test_detect_responses_hung_or_gone_is_unknown(session: aiohttp.ClientSession) -> None:
     fake = FakeBackend("vllm", hang=True)
     async with running(fake):
-        assert await detect_responses(session, fake.endpoint(), TIMEOUT_S) is None
-    assert await detect_responses(session, fake.endpoint(), TIMEOUT_S) is None  # refused now
+        assert await detect_responses(session, fake.endpoint(), HANG_TIMEOUT_S) is None
+    assert await detect_responses(session, fake.endpoint(), HANG_TIMEOUT_S) is None  # refused now
