@@ -120,7 +120,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = _failed(record, _from_http(exc), rid)
     except asyncio.CancelledError:
         if not drain.cut_short():
-            record.status, record.outcome = 499, "client_gone"
+            if not record.answered:  # else: it left while the handler finished its own work
+                record.status, record.outcome = 499, "client_gone"
             _account(app, record)
             raise
         # the drain period is over and this request was still waiting for its backend

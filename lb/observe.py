@@ -79,6 +79,7 @@ class RequestRecord:
     priority: Priority = "interactive"  # the key's, for the admission queue
     dropped: str | None = None  # what translation did not send to the backend (x-fleetlb-dropped)
     route: RouteNote | None = None  # what the strategy said about its choice (cache_aware)
+    answered: bool = False  # the whole answer went out: a hang-up after it is not client_gone
 
     def context(self) -> dict[str, Any]:
         """The request context every log line of this request carries."""

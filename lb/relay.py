@@ -47,6 +47,12 @@ class Decoder(Protocol):
 class StreamFraming(Protocol):
     """How complete upstream units (SSE events, NDJSON lines) become client bytes."""
 
+    @property
+    def is_closed(self) -> bool:
+        """The client's stream is whole (its terminal event went out): the relay ends there,
+        whatever the backend still sends."""
+        ...
+
     def events(self, raw: list[bytes]) -> bytes: ...
 
     def end(self, tail: bytes) -> bytes:
@@ -66,6 +72,7 @@ class Passthrough:
     """OpenAI streams: events unchanged; a failure becomes a final `data: {"error": …}` event."""
 
     __slots__ = ()
+    is_closed = False  # the backend ends the stream
 
     def events(self, raw: list[bytes]) -> bytes:
         return raw[0] if len(raw) == 1 else b"".join(raw)
@@ -84,6 +91,7 @@ class NdjsonLines:
     """Ollama streams: lines unchanged; a failure becomes a final `{"error": "…"}` line."""
 
     __slots__ = ()
+    is_closed = False  # the backend ends the stream
 
     def events(self, raw: list[bytes]) -> bytes:
         return raw[0] if len(raw) == 1 else b"".join(raw)
@@ -188,15 +196,14 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     try:
         async for chunk in reply_chunks(exchange.response, exchange.first):
             events = decoder.feed(chunk)
-            if events:
-                data = framing.events(events)
-                if data:
-                    if record.ttfb_s is None:
-                        record.ttfb_s = time.perf_counter() - record.started
-                    record.bytes_out += len(data)
-                    if usage_key in data:
-                        with_usage = data
-                    await write(data)
+            data = framing.events(events) if events else b""
+            if data:
+                _count_out(record, data)
+                if usage_key in data:
+                    with_usage = data
+                await write(data)
+            if framing.is_closed:
+                break
         tail = framing.end(decoder.flush())
     except ConnectionError:
         raise  # the client is gone: there is no one left to tell
@@ -208,6 +215,12 @@ async def _pump_framed(response: Writer, exchange: Exchange, record: RequestReco
     if tail:
         record.bytes_out += len(tail)
         await write(tail)
+
+
+def _count_out(record: RequestRecord, data: bytes) -> None:
+    if record.ttfb_s is None:
+        record.ttfb_s = time.perf_counter() - record.started
+    record.bytes_out += len(data)
 
 
 def _failed_tail(exc: Exception, exchange: Exchange, framing: StreamFraming,
@@ -239,9 +252,7 @@ def _fail_safely(framing: StreamFraming, error: ApiError) -> bytes:
 async def _pump_bytes(response: web.StreamResponse, exchange: Exchange,
                       record: RequestRecord) -> None:
     async for chunk in reply_chunks(exchange.response, exchange.first):
-        if record.ttfb_s is None:
-            record.ttfb_s = time.perf_counter() - record.started
-        record.bytes_out += len(chunk)
+        _count_out(record, chunk)
         await response.write(chunk)
 
 

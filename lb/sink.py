@@ -71,6 +71,8 @@ class ClientSink:
             return
         if out:
             self._write(out)
+        if self._framing.is_closed and not self.is_over:
+            self._over(b"")  # the client's stream is whole; what the backend adds is not sent
 
     def end(self) -> None:
         if self.is_over:

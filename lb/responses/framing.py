@@ -48,17 +48,19 @@ def _error_code(error: ApiError) -> str:
 class TranslatedFraming:
     """Chat completion chunks -> Responses events, through a ChatToResponsesStream."""
 
-    __slots__ = ("_is_closed", "machine")
+    __slots__ = ("is_closed", "machine")
 
     def __init__(self, machine: ChatToResponsesStream) -> None:
         self.machine = machine
-        self._is_closed = False
+        self.is_closed = False  # response.completed (or failed) and `[DONE]` went out
 
     def start(self) -> bytes:
         """response.created and response.in_progress, to send before the first chunk arrives."""
         return b"".join(map(encode, self.machine.start()))
 
     def events(self, raw: list[bytes]) -> bytes:
+        if self.is_closed:
+            return b""
         machine = self.machine
         out: list[dict[str, Any]] = machine.start()
         for one in raw:
@@ -75,6 +77,8 @@ class TranslatedFraming:
                 continue
             if isinstance(chunk, dict):
                 out += machine.feed(chunk)
+        if machine.is_done:  # the terminal event: the client's stream ends with it
+            return self._close(out)
         return b"".join(map(encode, out))
 
     def end(self, tail: bytes) -> bytes:
@@ -87,9 +91,9 @@ class TranslatedFraming:
         return self._close(self.machine.fail(_error_code(error), error.message))
 
     def _close(self, events: list[dict[str, Any]]) -> bytes:
-        if self._is_closed:
+        if self.is_closed:
             return b""
-        self._is_closed = True
+        self.is_closed = True
         return b"".join(map(encode, events)) + DONE
 
 
@@ -107,14 +111,16 @@ class NormalizedFraming:
     `[DONE]` is held back so that exactly one ends the stream, after everything else.
     """
 
-    __slots__ = ("_is_closed", "normalizer", "unreadable")
+    __slots__ = ("is_closed", "normalizer", "unreadable")
 
     def __init__(self, normalizer: EventNormalizer) -> None:
         self.normalizer = normalizer
         self.unreadable = 0  # events whose data was not a JSON object: dropped
-        self._is_closed = False
+        self.is_closed = False  # the terminal snapshot and `[DONE]` went out
 
     def events(self, raw: list[bytes]) -> bytes:
+        if self.is_closed:
+            return b""
         out: list[dict[str, Any]] = []
         for one in raw:
             data = event_data(one)
@@ -130,6 +136,8 @@ class NormalizedFraming:
                 out += self.normalizer.feed(event)
             else:
                 self.unreadable += 1
+            if self.normalizer.is_done:  # nothing after the terminal snapshot is sent
+                return self._close(out)
         return b"".join(map(encode, out))
 
     def end(self, tail: bytes) -> bytes:
@@ -139,7 +147,7 @@ class NormalizedFraming:
         return self._close(self.normalizer.fail(_error_code(error), error.message))
 
     def _close(self, events: list[dict[str, Any]]) -> bytes:
-        if self._is_closed:
+        if self.is_closed:
             return b""
-        self._is_closed = True
+        self.is_closed = True
         return b"".join(map(encode, events)) + DONE

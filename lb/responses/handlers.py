@@ -6,6 +6,7 @@ the endpoint that owns them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -61,10 +62,16 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
             headers[STORED_HEADER] = "false"  # the put at the end is tried all the same
         framing = turn.stream_framing(mode)
         response = await deliver(request, runtime, exchange, record, framing, headers)
-        if record.outcome == "ok":
-            final = final_response(framing)
-            if final is not None:
-                await turn.remember(mode, exchange.endpoint, final, final.get("id"))
+        final = final_response(framing)
+        if record.outcome == "client_gone" and _is_answered(final):
+            # the client hung up once it had the terminal event (agents such as Codex do, before
+            # the backend's own stream has ended): the turn is whole, and stored like any other
+            record.outcome = "ok"
+            runtime.forwarder.succeeded(exchange.endpoint)
+        if record.outcome == "ok" and final is not None:
+            record.status, record.answered = response.status, True
+            # a client that hangs up now must not cancel the store write its follow-up needs
+            await asyncio.shield(turn.remember(mode, exchange.endpoint, final, final.get("id")))
         return response
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     try:
@@ -80,6 +87,11 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     out.headers.update(response_headers(exchange, record, headers))
     out.headers.popall("Content-Length", None)
     return out
+
+
+def _is_answered(final: dict[str, Any] | None) -> bool:
+    """Whether a streamed turn reached its terminal event: completed, or cut at its token limit."""
+    return final is not None and final.get("status") in ("completed", "incomplete")
 
 
 async def get_response(request: web.Request) -> web.StreamResponse:

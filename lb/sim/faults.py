@@ -31,6 +31,8 @@ Fault = Literal[
     "error_echo",  # 400 (or `echo_status`) whose body and headers echo the request's headers
     "firehose",  # SSE events as fast as the socket takes them, `firehose_bytes` in all
     "die_mid_stream",  # headers and two events, then the connection is reset
+    "done_then_stall",  # a whole chat stream up to `data: [DONE]`, then the body never ends
+    "completed_then_stall",  # a Responses stream up to response.completed, then nothing
 ]
 FAULTS: tuple[str, ...] = Fault.__args__  # type: ignore[attr-defined]
 HUGE_EVENT_BYTES = 5 << 20
@@ -47,6 +49,29 @@ _EVENT = (
     b'"delta":{"content":"hi "},"finish_reason":null}]}\n\n'
 )
 _DONE = b"data: [DONE]\n\n"
+_STOP = (
+    b'data: {"id":"c","object":"chat.completion.chunk","model":"m1","choices":[{"index":0,'
+    b'"delta":{},"finish_reason":"stop"}]}\n\n'
+)
+
+
+def _response_event(kind: str, **fields: object) -> bytes:
+    data = orjson.dumps({"type": kind, **fields})
+    return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+
+_MESSAGE = {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "hi", "annotations": []}]}
+_RESPONSE = {"id": "resp_faulty1", "object": "response", "created_at": 0, "model": "m1",
+             "status": "in_progress", "output": []}
+_RESPONSE_EVENTS = (
+    _response_event("response.created", response=_RESPONSE),
+    _response_event("response.output_item.added", output_index=0,
+                    item={**_MESSAGE, "status": "in_progress", "content": []}),
+    _response_event("response.output_item.done", output_index=0, item=_MESSAGE),
+    _response_event("response.completed",
+                    response={**_RESPONSE, "status": "completed", "output": [_MESSAGE]}),
+)
 _ANSWER = (
     b'{"id":"c","object":"chat.completion","model":"m1","choices":[{"index":0,'
     b'"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
@@ -297,6 +322,21 @@ async def _die_mid_stream(backend: FaultyBackend, conn: Conn, seen: SeenRequest)
     return False
 
 
+async def _done_then_stall(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
+    writer = conn.writer
+    writer.write(_SSE_HEAD + _chunk(_EVENT * 2 + _STOP + _DONE))  # no zero-length chunk
+    await writer.drain()
+    return await backend._stall(conn)
+
+
+async def _completed_then_stall(backend: FaultyBackend, conn: Conn,
+                                seen: SeenRequest) -> bool:
+    writer = conn.writer
+    writer.write(_SSE_HEAD + _chunk(b"".join(_RESPONSE_EVENTS)))
+    await writer.drain()
+    return await backend._stall(conn)
+
+
 _BEHAVIOURS: dict[str, Behaviour] = {
     "ok": _ok,
     "garbage_status": _garbage_status,
@@ -311,4 +351,6 @@ _BEHAVIOURS: dict[str, Behaviour] = {
     "error_echo": _error_echo,
     "firehose": _firehose,
     "die_mid_stream": _die_mid_stream,
+    "done_then_stall": _done_then_stall,
+    "completed_then_stall": _completed_then_stall,
 }

@@ -42,6 +42,7 @@ class HiddenUsage:
     whose counts are recorded instead."""
 
     __slots__ = ("_record",)
+    is_closed = False  # the backend ends the stream
 
     def __init__(self, record: RequestRecord) -> None:
         self._record = record

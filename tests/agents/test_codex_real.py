@@ -64,8 +64,9 @@ async def test_codex_turn_through_fleetlb_to_llama_server(
                            KEY, "Say hi.", model=MODEL_ALIAS, timeout_s=CODEX_TIMEOUT_S)
     assert run.returncode == 0, run.stderr[-3000:]
     access = [line for line in log_lines() if line.get("path") == "/v1/responses"]
-    # Codex hangs up as soon as it has response.completed; when that is before the backend's
-    # stream ended, the access line says client_gone (499). Anything else is a failure.
+    # Codex hangs up as soon as it has response.completed. fleetlb ends the client's stream
+    # there (lb.responses.framing), so the turn is whole: ok. Only a hang-up in the few
+    # microseconds between that write and the end of the handler can still read client_gone.
     outcomes = {(line["status"], line["outcome"]) for line in access}
     assert access and outcomes <= {(200, "ok"), (499, "client_gone")}, outcomes
     # beyond the tiny model's trained context (usage is not known of a stream cut short)

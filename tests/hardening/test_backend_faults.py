@@ -197,3 +197,62 @@ async def test_fleetlb_sim_fault_serves_a_misbehaving_backend() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def responses_stream(gw: Gateway, *, hang_up_at: str | None = None) -> list[bytes]:
+    """The raw events of one streamed /v1/responses call; with `hang_up_at`, the client closes
+    the connection as soon as that event arrived (as Codex CLI does at response.completed)."""
+    body = {"model": "m1", "input": "hi", "stream": True}
+    got = b""
+    async with (aiohttp.ClientSession() as s, asyncio.timeout(HANG_BOUND_S),
+                s.post(gw.url + "/v1/responses", json=body) as resp):
+        assert resp.status == 200
+        async for piece in resp.content.iter_any():
+            got += piece
+            if hang_up_at is not None and f"event: {hang_up_at}\n".encode() in got:
+                break
+    return [e for e in got.split(b"\n\n") if e]
+
+
+def event_types(events: list[bytes]) -> list[str]:
+    return [orjson.loads(e.split(b"data: ", 1)[1]).get("type", "") if e != b"data: [DONE]"
+            else "[DONE]" for e in events]
+
+
+@pytest.mark.parametrize(("mode", "fault"), [("translate", "done_then_stall"),
+                                             ("native", "completed_then_stall")])
+async def test_a_responses_stream_is_whole_at_its_terminal_event(
+        mode: str, fault: str, start_faulty: FaultyFactory, start_gateway: GatewayFactory,
+        log_lines: Any) -> None:
+    """A backend that says it is done but keeps its body open: the client's stream ends with
+    response.completed and [DONE] right away (not an error event at `idle`), and the turn counts
+    as a success that is stored."""
+    backend = await start_faulty(fault)
+    gw = await start_gateway({"endpoints": [endpoint("a", backend.url, responses=mode)],
+                              "timeouts": {"idle": 60.0, "first_byte": 60.0}})
+    events = await responses_stream(gw)
+    assert event_types(events)[-2:] == ["response.completed", "[DONE]"]
+    assert "error" not in event_types(events)
+    access = [line for line in log_lines() if line.get("path") == "/v1/responses"]
+    assert [(line["status"], line["outcome"]) for line in access] == [(200, "ok")]
+    assert gw.fleet.get("a").live_failures == 0  # type: ignore[union-attr]
+    if mode == "translate":
+        final = orjson.loads(events[-2].split(b"data: ", 1)[1])["response"]
+        async with aiohttp.ClientSession() as s, \
+                s.get(gw.url + "/v1/responses/" + final["id"]) as resp:
+            assert resp.status == 200  # stored, so a follow-up can continue from it
+            assert (await resp.json())["status"] == "completed"
+
+
+async def test_a_client_that_hangs_up_at_response_completed_got_a_whole_turn(
+        start_faulty: FaultyFactory, start_gateway: GatewayFactory, log_lines: Any) -> None:
+    backend = await start_faulty("done_then_stall")
+    gw = await start_gateway({"endpoints": [endpoint("a", backend.url, responses="translate")],
+                              "timeouts": {"idle": 60.0, "first_byte": 60.0}})
+    events = await responses_stream(gw, hang_up_at="response.completed")
+    assert "response.completed" in event_types(events)
+    async with asyncio.timeout(HANG_BOUND_S):
+        while gw.in_flight()["a"]:
+            await asyncio.sleep(0.02)
+    access = [line for line in log_lines() if line.get("path") == "/v1/responses"]
+    assert [line["outcome"] for line in access] == ["ok"]
