@@ -20,6 +20,7 @@ from lb import sdnotify
 from lb.app import build_app
 from lb.appstate import DRAIN
 from lb.config import Config, load_config, parse_config
+from lb.dispatch import GatewayRunner
 from lb.drain import CUT_GRACE_S
 from lb.errors import ConfigError
 from lb.lifecycle import ConfigLoader, Signals, serve_until_stopped
@@ -77,7 +78,7 @@ async def _serve(config: Config | None, load: ConfigLoader | None, host: str | N
     app = build_app(config, access_log=access_log)
     signals.on_repeated_stop = app[DRAIN].hurry
     # our drain (app.on_shutdown) ends every stream; aiohttp's own timeout is the last resort
-    runner = web.AppRunner(app, shutdown_timeout=CUT_GRACE_S, **server_options(access_log))
+    runner = GatewayRunner(app, shutdown_timeout=CUT_GRACE_S, **server_options(access_log))
     await runner.setup()
     notifier = sdnotify.notifier_from_env(os.environ)
     try:

@@ -23,6 +23,7 @@ from lb.observe import JsonAccessLog, configure_logging
 from lb.serverlog import server_options
 from lb.sim import BEHAVIOR_KEY, SimBehavior, SimOptions, build_sim_app
 from lb.sim.faults import FaultyBackend
+from tests.gateway_server import GatewayTestServer
 
 
 @dataclass
@@ -110,7 +111,7 @@ async def start_gateway(access_log: JsonAccessLog) -> AsyncIterator[GatewayFacto
         config = {"store": {"kind": "memory"}, **config}
         kwargs.setdefault("access_log", access_log)
         app = build_app(parse_config(config, env=kwargs.pop("env", {})), **kwargs)
-        server = TestServer(app, host="127.0.0.1")
+        server = GatewayTestServer(app, host="127.0.0.1")
         options = server_options(app[ACCESS_LOG])
         options.pop("handler_cancellation")  # TestServer sets it itself
         await server.start_server(**options)

@@ -21,6 +21,7 @@ from lb.config import parse_config
 from lb.observe import JsonAccessLog, configure_logging
 from lb.serverlog import server_options
 from lb.sim import SimOptions, build_sim_app
+from tests.gateway_server import GatewayTestServer
 
 T = TypeVar("T")
 WAIT_S = 20.0  # ceiling for one request: a hang fails by name
@@ -69,7 +70,7 @@ class LiveGateway:
         config = parse_config({"store": {"kind": "memory"}, "endpoints": endpoints,
                                **self.config})
         self.app = build_app(config, active_probes=False, access_log=JsonAccessLog(self.log))
-        server = TestServer(self.app, host="127.0.0.1")
+        server = GatewayTestServer(self.app, host="127.0.0.1")
         options = server_options(self.app[ACCESS_LOG])
         options.pop("handler_cancellation")
         await server.start_server(**options)
