@@ -20,6 +20,7 @@ from lb.appstate import (
     METRICS,
     PROBES,
     REDIS,
+    REQUEST_IDS,
     RESPONSES,
     RUNTIME,
     RUNTIME_FACTORY,
@@ -39,7 +40,7 @@ from lb.handlers import (
 from lb.lifecycle import drain_on_shutdown
 from lb.metrics import KeyCollector, Metrics
 from lb.middleware import gateway_middleware
-from lb.observe import AccessLog, access_log_for
+from lb.observe import AccessLog, RequestIds, access_log_for
 from lb.ollama import handlers as ollama
 from lb.responses.handlers import add_routes as add_responses_routes
 from lb.responses.ids import IdMaker
@@ -52,7 +53,6 @@ from lb.shared.metrics import RedisCollector
 from lb.shared.store import RedisStore
 from lb.teams.admin import admin_keys
 from lb.teams.gate import KeyGate
-from lb.teams.step import add_limit_headers
 from lb.upstream import Upstream
 from probes.prober import Prober
 
@@ -71,6 +71,7 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app = web.Application(middlewares=[gateway_middleware],
                           client_max_size=NO_AIOHTTP_BODY_LIMIT)
     app[ACCESS_LOG] = access_log or access_log_for("json")
+    app[REQUEST_IDS] = RequestIds()
     upstream = Upstream(config.timeouts)
     app[UPSTREAM] = upstream
     # the metrics read whichever generation is current when asked
@@ -89,7 +90,6 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     observer.registry.register(KeyCollector(lambda: app[KEY_GATE].stats,
                                             lambda: app[RUNTIME].current.admission
                                             .queued_by_priority()))
-    app.on_response_prepare.append(add_limit_headers)
     app[DRAIN] = Drain()
     app.on_shutdown.append(drain_on_shutdown)
     app.on_cleanup.append(_flush_access_log)

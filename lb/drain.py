@@ -4,8 +4,9 @@ gets a terminal error event, a request still waiting for its backend gets a 503 
 Long-lived sessions (WebSockets) are asked to go away as soon as the drain starts: at once when
 idle, after the turn under way otherwise.
 
-Per request this costs a set add and discard (middleware) and, for relayed bodies, a dict store and
-pop (`handlers.deliver`); the waiting machinery exists only while a drain is under way.
+Per request this costs one `asyncio.current_task()` and a set add and discard (middleware) and, for
+relayed bodies, a dict store and pop keyed by that task (`handlers.deliver`); the waiting machinery
+exists only while a drain is under way.
 """
 
 from __future__ import annotations
@@ -65,13 +66,12 @@ class Drain:
         if not self._tasks and self._idle is not None:
             self._idle.set()
 
-    def relaying(self, exchange: Exchange) -> None:
-        task = asyncio.current_task()
+    def relaying(self, task: asyncio.Task[object] | None, exchange: Exchange) -> None:
+        """`task` (what `begin` returned) relays `exchange` until `relayed(task)`."""
         if task is not None:
             self.streams[task] = exchange
 
-    def relayed(self) -> None:
-        task = asyncio.current_task()
+    def relayed(self, task: asyncio.Task[object] | None) -> None:
         if task is not None:
             self.streams.pop(task, None)
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from lb.appstate import DRAIN, METRICS, PROBES, RUNTIME, record_of
+from lb.appstate import DRAIN, HANDLER, METRICS, PROBES, RUNTIME, record_of
 from lb.errors import BadGateway, PayloadTooLarge
 from lb.forward import Exchange
 from lb.metrics import CONTENT_TYPE
@@ -18,7 +18,7 @@ from lb.relay import PASSTHROUGH, StreamFraming, relay
 from lb.responses.modes import model_mode
 from lb.routing import ANY_KIND, EMBEDDINGS
 from lb.runtime import Runtime
-from lb.teams.step import admit_call, allowed
+from lb.teams.step import admit_call, allowed, with_limit_headers
 from lb.teams.usage import usage_for
 from lb.upstream import UpstreamCall, forwardable_headers
 
@@ -76,15 +76,17 @@ async def deliver(request: web.Request, runtime: Runtime, exchange: Exchange,
                   headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Relay one exchange; the lease is released and the outcome recorded on every path."""
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
+    if exchange.response.status < 400:
+        headers = with_limit_headers(request, headers)
     abort = True  # cancelled (client gone) unless relay returns
-    drain = request.app[DRAIN]
-    drain.relaying(exchange)  # a drain that runs out of time interrupts it
+    drain, task = request.app[DRAIN], request.get(HANDLER)
+    drain.relaying(task, exchange)  # a drain that runs out of time interrupts it
     try:
         response, outcome = await relay(request, exchange, record, framing, headers)
         abort = (outcome.client_gone or outcome.broken is not None or outcome.interrupted
                  or outcome.failed)
     finally:
-        drain.relayed()
+        drain.relayed(task)
         exchange.close(abort=abort)
     if outcome.broken is not None:
         record.outcome, record.error = "upstream_failed", outcome.broken.message

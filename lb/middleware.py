@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from lb.admin.page import PAGE_PATHS
-from lb.appstate import ACCESS_LOG, DRAIN, METRICS, RECORD, RUNTIME
+from lb.appstate import ACCESS_LOG, DRAIN, HANDLER, METRICS, RECORD, REQUEST_IDS, RUNTIME
 from lb.errors import (
     ApiError,
     MethodNotAllowed,
@@ -25,7 +25,7 @@ from lb.errors import (
     ShuttingDown,
     Unauthorized,
 )
-from lb.observe import RequestRecord, begin_request, new_request_id
+from lb.observe import RequestIds, RequestRecord, begin_request
 from lb.redact import NO_SECRETS, Redactor
 from lb.teams.step import finish_call, identify
 
@@ -40,11 +40,11 @@ _SHAPES: tuple[tuple[str, ErrorShape], ...] = (("/api/", ApiError.ollama_body),)
 log = structlog.get_logger("lb.access")
 
 
-def request_id(request: web.Request) -> str:
+def request_id(request: web.Request, ids: RequestIds) -> str:
     given = request.headers.get("X-Request-ID")
     if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isprintable():
         return given
-    return new_request_id()
+    return ids.new()
 
 
 def error_shape(path: str) -> ErrorShape:
@@ -104,13 +104,15 @@ def _from_http(exc: web.HTTPException) -> ApiError:
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request_id(request)
+    app = request.app
+    rid = request_id(request, app[REQUEST_IDS])
     record = RequestRecord(rid, request.method, request.path, time.perf_counter())
     request[RECORD] = record
     begin_request(record)
-    app = request.app
     drain = app[DRAIN]
     task = drain.begin()  # a shutdown waits for the handler to finish
+    if task is not None:
+        request[HANDLER] = task
     try:
         _guard(request)
         response = await handler(request)

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import logging
 import os
+import random
 import sys
 import time
 from collections.abc import MutableMapping
@@ -133,6 +134,19 @@ def add_request_context(logger: Any, method: str,
 
 def new_request_id() -> str:
     return os.urandom(16).hex()  # as unique as uuid4, a third of its cost
+
+
+class RequestIds:
+    """The ids of requests that did not bring one: 128 bits from a generator seeded once from the
+    OS. An id must be unique, not secret, and os.urandom is a getrandom(2) call per request."""
+
+    __slots__ = ("_bits",)
+
+    def __init__(self, seed: bytes | None = None) -> None:
+        self._bits = random.Random(seed if seed is not None else os.urandom(32)).getrandbits
+
+    def new(self) -> str:
+        return self._bits(128).to_bytes(16).hex()
 
 
 class AccessLog(Protocol):

@@ -28,7 +28,7 @@ from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
 from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
 from lb.runtime import Runtime
-from lb.teams.step import admit_call, allowed
+from lb.teams.step import add_limit_headers, admit_call, allowed
 from lb.upstream import UpstreamCall, forwardable_headers
 
 STORED_HEADER = "x-fleetlb-stored"  # "false": served, but a follow-up cannot continue from it
@@ -85,6 +85,7 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
         headers[STORED_HEADER] = "false"
     out = json_response(answer_obj)
     out.headers.update(response_headers(exchange, record, headers))
+    add_limit_headers(request, out.headers)
     out.headers.popall("Content-Length", None)
     return out
 

@@ -14,7 +14,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from lb import nesting
-from lb.appstate import DRAIN, RESPONSES, RUNTIME, record_of
+from lb.appstate import DRAIN, HANDLER, RESPONSES, RUNTIME, record_of
 from lb.errors import ApiError, BadRequest, JsonTooDeep, PreviousResponseNotFound
 from lb.forward import Exchange
 from lb.observe import RequestRecord
@@ -165,12 +165,12 @@ class Connection:
             log.info("responses.dropped", dropped=record.dropped, turn=self._turns)
         framing = turn.stream_framing(mode)
         outcome = RelayOutcome()
-        drain = self._request.app[DRAIN]
-        drain.relaying(exchange)  # a drain that runs out of time ends the turn: response.failed
+        drain, task = self._request.app[DRAIN], self._request.get(HANDLER)
+        drain.relaying(task, exchange)  # a drain out of time ends the turn: response.failed
         try:
             await pump_sse(EventSink(self._ws), exchange, record, framing, outcome)
         finally:
-            drain.relayed()
+            drain.relayed(task)
             exchange.close(abort=outcome.broken is not None or outcome.interrupted)
         final = final_response(framing)
         if outcome.broken is not None or final is None or final.get("status") == "failed":

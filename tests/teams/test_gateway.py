@@ -322,3 +322,40 @@ async def _until(check: Any) -> None:
     async with asyncio.timeout(20):
         while not check():
             await asyncio.sleep(0.01)
+
+
+async def test_every_model_surface_answers_with_the_remaining_quota(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    """x-ratelimit-* on each successful model call, streamed or not, whatever its API; none on
+    what is not a model call, nor on a backend's error."""
+    sim = await start_sim("m1", kind="ollama")  # an Ollama box answers both APIs
+    gw = await start_gateway(teams(endpoint("e", sim, kind="ollama"),
+                                   keys=[key("a", rpm=100, tpm=10_000)]))
+    auth = {"Authorization": f"Bearer {SECRETS['a']}"}
+    chat = {"model": "m1", "messages": MSG, "max_tokens": 3}
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/v1/chat/completions", chat),
+        ("POST", "/v1/chat/completions", {**chat, "stream": True}),
+        ("POST", "/v1/completions", {"model": "m1", "prompt": "hi", "max_tokens": 3}),
+        ("POST", "/v1/embeddings", {"model": "m1", "input": "hi"}),
+        ("POST", "/v1/responses", {"model": "m1", "input": "hi"}),
+        ("POST", "/v1/responses", {"model": "m1", "input": "hi", "stream": True}),
+        ("POST", "/api/chat", {"model": "m1", "messages": MSG}),
+        ("POST", "/api/generate", {"model": "m1", "prompt": "hi", "stream": False}),
+    ]
+    remaining = []
+    async with aiohttp.ClientSession(headers=auth) as session:
+        for method, path, body in calls:
+            async with session.request(method, gw.url + path, json=body) as resp:
+                await resp.read()
+                assert resp.status == 200, (path, body)
+                assert resp.headers["x-ratelimit-limit-requests"] == "100", (path, body)
+                assert resp.headers["x-ratelimit-limit-tokens"] == "10000", (path, body)
+                assert resp.headers["x-ratelimit-reset-requests"].endswith("s"), (path, body)
+                remaining.append(int(resp.headers["x-ratelimit-remaining-requests"]))
+        assert remaining == list(range(99, 99 - len(calls), -1))  # each call counted once
+        async with session.get(gw.url + "/v1/models") as resp:
+            assert resp.status == 200 and "x-ratelimit-limit-requests" not in resp.headers
+        sim.behavior.fail_status = 500
+        async with session.post(gw.url + "/v1/chat/completions", json=chat) as resp:
+            assert resp.status >= 500 and "x-ratelimit-limit-requests" not in resp.headers
