@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="configure N named [[keys]] (with limits) in each fleetlb build that "
                              "has lb/teams; the bench's key is one of them (default: 0, one "
                              "[server] api_keys key)")
+    parser.add_argument("--keyless", action="append", default=[], metavar="LABEL",
+                        help="run the --fleetlb-tree LABEL with one [server] api_keys key "
+                             "whatever --client-keys says: the teams A/B is `--client-keys 1000 "
+                             "--fleetlb-tree nokeys=. --keyless nokeys` (repeatable)")
     parser.add_argument("--json", type=Path, help="write every number to this file")
     parser.add_argument("--plot", type=Path, help="write a PNG of latency percentiles "
                                                   "(needs matplotlib)")
@@ -88,7 +92,8 @@ def broken(run: Run, rows: Sequence[Row]) -> list[str]:
 
 def execute(plan: Plan, peers: list[str], argv: Sequence[str], *, json_path: Path | None = None,
             plot_path: Path | None = None, keep: Path | None = None,
-            trees: dict[str, Path] | None = None) -> int:
+            trees: dict[str, Path] | None = None,
+            keyless: frozenset[str] = frozenset()) -> int:
     def say(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
@@ -98,7 +103,7 @@ def execute(plan: Plan, peers: list[str], argv: Sequence[str], *, json_path: Pat
             "chunks": plan.chunks, "chunk_gap_ms": plan.chunk_gap_ms,
             "held_streams": plan.hold.count if plan.hold else 0}
     try:
-        run = run_bench(plan, peers, say, keep=keep, trees=trees)
+        run = run_bench(plan, peers, say, keep=keep, trees=trees, keyless=keyless)
     except StartFailed as exc:
         say(f"broken: {exc}")
         return 1
@@ -142,9 +147,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = dataclasses.replace(plan, client_keys=args.client_keys)
     if args.chunk_gap_ms is not None:
         plan = dataclasses.replace(plan, chunk_gap_ms=args.chunk_gap_ms)
+    unknown = set(args.keyless) - {label for label, _ in args.fleetlb_tree}
+    if unknown:
+        _parser().error(f"--keyless names no --fleetlb-tree: {', '.join(sorted(unknown))}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     return execute(plan, args.peers, argv, json_path=args.json, plot_path=args.plot,
-                   keep=args.keep, trees=dict(args.fleetlb_tree))
+                   keep=args.keep, trees=dict(args.fleetlb_tree),
+                   keyless=frozenset(args.keyless))
 
 
 if __name__ == "__main__":

@@ -82,15 +82,18 @@ def raise_open_files_limit() -> None:
 
 class Bench:
     def __init__(self, plan: Plan, peers: list[str], workdir: Path, say: Say,
-                 trees: Mapping[str, Path] | None = None) -> None:
-        """`trees`: more fleetlb builds to bench beside this one, by label (their source dirs)."""
+                 trees: Mapping[str, Path] | None = None,
+                 keyless: frozenset[str] = frozenset()) -> None:
+        """`trees`: more fleetlb builds to bench beside this one, by label (their source dirs);
+        those in `keyless` run with one [server] api_keys key whatever the plan's client_keys."""
         self.plan = plan
         self.peers = peers
         self.workdir = workdir
         self.say = say
         self.starters: dict[str, Starter] = {
             "direct": STARTERS["direct"], "fleetlb": STARTERS["fleetlb"],
-            **{label: functools.partial(start_fleetlb, name=label, tree=tree)
+            **{label: functools.partial(start_fleetlb, name=label, tree=tree,
+                                        keyless=label in keyless)
                for label, tree in (trees or {}).items()},
             "relay": STARTERS["relay"], **{p: STARTERS[p] for p in peers}}
         self.targets: list[Target] = []
@@ -283,10 +286,11 @@ def _cost(cell: Cell, before: TreeSample | None, after: TreeSample | None) -> No
 
 
 def run_bench(plan: Plan, peers: list[str], say: Say, *, keep: Path | None = None,
-              trees: Mapping[str, Path] | None = None) -> Run:
+              trees: Mapping[str, Path] | None = None,
+              keyless: frozenset[str] = frozenset()) -> Run:
     """A whole run in a fresh temp dir (kept at `keep` when given, for its logs)."""
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        return Bench(plan, peers, keep, say, trees).run()
+        return Bench(plan, peers, keep, say, trees, keyless).run()
     with tempfile.TemporaryDirectory(prefix="fleetlb-bench-") as tmp:
-        return Bench(plan, peers, Path(tmp), say, trees).run()
+        return Bench(plan, peers, Path(tmp), say, trees, keyless).run()

@@ -122,13 +122,15 @@ def client_keys_toml(n: int) -> str:
     return "\n" + "\n".join(entries)
 
 
-def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Target:
+def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO,
+                  keyless: bool = False) -> Target:
     """fleetlb from the source tree `tree` (`python -m lb` there imports that tree's lb), so two
-    builds can be compared in one interleaved run."""
+    builds can be compared in one interleaved run. `keyless`: one [server] api_keys key whatever
+    the plan's client_keys (the same build with and without named keys, for the teams A/B)."""
     port = free_port()
     config = ctx.workdir / f"{name}.toml"
     text = fleetlb_config(port, ctx.backend_url, ctx.workdir / f"{name}.db")
-    teams = ctx.client_keys and (tree / "lb" / "teams").is_dir()
+    teams = ctx.client_keys and not keyless and (tree / "lb" / "teams").is_dir()
     if teams:
         text = text.replace(f'api_keys = ["{CLIENT_KEY}"]\n', "") + client_keys_toml(
             ctx.client_keys)
@@ -139,6 +141,7 @@ def start_fleetlb(ctx: Context, name: str = "fleetlb", tree: Path = REPO) -> Tar
     target = Target(name, _url(port), child, _bearer(CLIENT_KEY))
     if ctx.client_keys:
         target.notes.append(f"{ctx.client_keys} named [[keys]] with limits" if teams else
+                            "one [server] api_keys key (--keyless)" if keyless else
                             "no lb/teams in this build: one [server] api_keys key")
     _started(target, lambda: child.wait_http(target.base_url + "/readyz", START_TIMEOUT_S))
     metrics = http_status(target.base_url + "/metrics", _bearer(ADMIN_KEY))
