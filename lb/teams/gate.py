@@ -56,7 +56,11 @@ class KeyGate:
         """Raises ModelNotFound (as if the model did not exist) or KeyRateLimited."""
         if not team.allows(model):
             raise ModelNotFound(f"The model '{model}' does not exist", param="model")
-        decision = await self.limits.admit(team.name, team.limits, self.clock())
+        limits = self.limits
+        if isinstance(limits, LocalLimits):  # never suspends: no coroutine per call
+            decision = limits.decide(limits.state(team.name), team.limits, self.clock())
+        else:
+            decision = await limits.admit(team.name, team.limits, self.clock())
         totals = self.stats.of(team.name)
         refused = decision.refused_by
         if refused is not None:
@@ -101,6 +105,7 @@ def duration(seconds: float) -> str:
     ms = math.ceil(seconds * 1000) if seconds > 0 else 0
     if ms < 1000:
         return f"{ms}ms"
+    if ms < 60_000:  # `:g` drops the trailing zeros (1.5s, 20s); whole ms, so never an exponent
+        return f"{ms / 1000:g}s"
     minutes, ms = divmod(ms, 60_000)
-    secs = f"{ms / 1000:.3f}".rstrip("0").rstrip(".")
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+    return f"{minutes}m{ms / 1000:g}s"

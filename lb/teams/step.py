@@ -26,7 +26,7 @@ def identify(request: web.Request, runtime: Runtime) -> Team:
 
 async def admit_call(request: web.Request, model: str) -> Ticket:
     """Admit this request's model call; finished by the middleware when the request ends."""
-    ticket = await admit_turn(request, model)
+    ticket = await request.app[KEY_GATE].admit(request[CLIENT], model)  # as admit_turn does
     request[TICKET] = ticket
     return ticket
 
