@@ -304,3 +304,60 @@ async def test_a_paused_read_is_not_the_backends_silence(
     await asyncio.sleep(0.5)  # a slow consumer: five idle periods, all of them ours
     assert await reply.read() == big
     pool.close()
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def rest_then_end(rest: bytes) -> Script:
+    """The first connection's first request: a chunked head and one chunk, then (a moment
+    later) `rest` and the end of the body; every other request: OK."""
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + _chunk(b"a"))
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write((_chunk(rest) if rest else b"") + b"0\r\n\r\n")
+            await writer.drain()
+        while True:
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    return script
+
+
+async def test_a_reader_done_early_leaves_the_rest_read_and_the_connection_reused(
+        backend: Callable[[Script], Awaitable[Backend]]) -> None:
+    """A Responses stream ends for its client at the terminal event; the backend's end of body
+    is still on the way: it is read (not sent anywhere) and the connection goes back to the pool."""
+    b = await backend(rest_then_end(b"data: [DONE]\n\n"))
+    pool = pool_for(b)
+    reply = await pool.send(request(), DEADLINES, 1.0)
+    assert await reply.chunk() == b"a"
+    reply.release()
+    async with asyncio.timeout(5):
+        while pool.idle_count == 0:
+            await asyncio.sleep(0.01)
+    reply = await pool.send(request(), DEADLINES, 1.0)
+    assert await reply.read() == b"hello"
+    assert b.connections == 1
+    pool.close()
+
+
+async def test_too_much_left_after_the_reader_is_done_closes_the_connection(
+        backend: Callable[[Script], Awaitable[Backend]]) -> None:
+    b = await backend(rest_then_end(b"x" * (64 << 10)))
+    pool = pool_for(b)
+    reply = await pool.send(request(), DEADLINES, 1.0)
+    assert await reply.chunk() == b"a"
+    reply.release()
+    await asyncio.sleep(0.3)  # the rest came, and was more than is worth reading
+    assert pool.idle_count == 0
+    reply = await pool.send(request(), DEADLINES, 1.0)
+    assert await reply.read() == b"hello"
+    assert b.connections == 2
+    pool.close()

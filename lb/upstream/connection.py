@@ -31,6 +31,8 @@ PULL_LOW_WATER = 16 << 10  # ...and resumed
 # at most about twice this before the backend's own writes block (autotuning would let it take
 # megabytes per stream). A LAN at 1 ms round trip still moves 250 MB/s through it.
 RECEIVE_BUFFER_BYTES = 256 << 10
+REST_BYTES = 16 << 10  # what may follow once the reader is done (Reply.release), read, not sent
+REST_IDLE_S = 1.0  # ...and the longest gap allowed while it comes
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,39 @@ class Reply:
             waiter.set_result(None)
 
 
+class _Rest:
+    """The sink of a body its reader stopped wanting before it ended (a Responses stream whose
+    client already has its terminal event, the backend's `[DONE]` and end of body still on the
+    way): the rest is discarded as it comes, and the connection goes back to its pool when the
+    body ends, as if it had been read. More than REST_BYTES, a gap over REST_IDLE_S or a broken
+    body close it instead (the backend then sees the connection drop, as before)."""
+
+    __slots__ = ("_conn", "_reply", "_size")
+
+    def __init__(self, conn: BackendConnection, reply: Reply) -> None:
+        self._conn, self._reply = conn, reply
+        self._size = reply._size
+        reply._chunks.clear()
+        reply._size = 0
+        reply._sink = self
+        if self._size > REST_BYTES:
+            conn.abort()
+            return
+        conn.read_rest()
+
+    def chunk(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > REST_BYTES:
+            self._conn.abort()
+
+    def end(self) -> None:
+        self._reply._sink = None
+        self._conn.finish(self._reply)  # complete now: pooled
+
+    def fail(self, error: StreamBroken) -> None:
+        self._conn.abort()
+
+
 class BackendConnection(asyncio.Protocol):
     """One TCP connection, one request at a time. `on_idle` gives it back to its pool."""
 
@@ -318,8 +353,13 @@ class BackendConnection(asyncio.Protocol):
             raise
 
     def finish(self, reply: Reply) -> None:
-        """The caller is done with `reply`: back to the pool if it ended whole, else closed."""
+        """The caller is done with `reply`: back to the pool if it ended whole, else closed,
+        unless the body is framed and still coming: then its rest is read (see `_Rest`)."""
         if reply is not self._reply:
+            return
+        if not reply.is_complete and reply._error is None and not self.is_closed \
+                and self._has_length and self._deadlines is not None:
+            _Rest(self, reply)
             return
         self._reply = None
         self._deadlines = None
@@ -330,6 +370,15 @@ class BackendConnection(asyncio.Protocol):
             self._on_idle(self)
         else:
             self.abort()
+
+    def read_rest(self) -> None:
+        """Read what remains of the body within REST_IDLE_S between reads (`_Rest`)."""
+        deadlines = self._deadlines
+        assert deadlines is not None
+        if deadlines.idle_s > REST_IDLE_S:
+            self._deadlines = Deadlines(deadlines.first_byte_s, REST_IDLE_S, deadlines.total_s)
+        self._arm(self.loop.time() + REST_IDLE_S)
+        self.resume()
 
     def pause(self) -> None:
         if not self._is_paused and self._transport is not None:
