@@ -16,12 +16,14 @@ per-request CPU that run reports.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import statistics
 import sys
 import timeit
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import orjson
 from aiohttp.http_writer import _serialize_headers
 from multidict import CIMultiDict
 
@@ -35,6 +37,7 @@ REPEAT = 9
 MODEL = "bench-fast"
 KEY = "sk-bench-key"
 USAGE = Usage(12, 30)
+README_REQUEST_CPU_US = ((1, 357.0), (32, 253.0))  # fleetlb, the README's full run
 # what relay.response_headers builds for a non-streaming chat answer, before the key's headers
 BASE_HEADERS = {"Content-Type": "application/json", "X-Request-ID": "0" * 32,
                 "x-fleetlb-endpoint": "bench-backend", "x-fleetlb-attempts": "1"}
@@ -56,7 +59,6 @@ def one_call(keys: int) -> Callable[[], None]:
     table = KeyTable.from_config(parse_config(_config(keys), env={}))
     clock = iter(range(10**12)).__next__  # a moving clock: the windows roll as in production
     gate = KeyGate(lambda: 1_000.0 + clock() * 1e-4)
-    loop = asyncio.new_event_loop()
     authorization = f"Bearer {KEY}"
 
     def call() -> None:
@@ -73,7 +75,6 @@ def one_call(keys: int) -> Callable[[], None]:
         _serialize_headers("HTTP/1.1 200 OK", CIMultiDict(headers))
         ticket.finish(USAGE)
 
-    call.loop = loop  # type: ignore[attr-defined]  # kept alive with the closure
     return call
 
 
@@ -100,15 +101,29 @@ def measure(calls: Sequence[Callable[[], None]], number: int) -> list[float]:
     return best
 
 
+def request_cpu(bench_json: Path | None) -> list[tuple[str, float]]:
+    """fleetlb's CPU per non-streaming request (median over rounds) at c=1 and c=32: from a
+    bench JSON file, else the README's full run (2026-12-02)."""
+    if bench_json is None:
+        return [(f"c={c} (README's full run)", us) for c, us in README_REQUEST_CPU_US]
+    cells = orjson.loads(bench_json.read_bytes())["cells"]
+    found = []
+    for key, label in (("chat_c1", "c=1"), ("chat_c32", "c=32")):
+        values = [c["cpu_us_per_unit"] for c in cells if c["target"] == "fleetlb"
+                  and c["workload"] == key and c["cpu_us_per_unit"] is not None]
+        if values:
+            found.append((f"{label} ({bench_json.name})", statistics.median(values)))
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.teamscost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keys", type=int, default=1000, help="named keys (default 1000)")
     parser.add_argument("--quick", action="store_true", help="fewer calls (CI)")
-    parser.add_argument("--request-cpu-us", type=float, action="append", default=[],
-                        help="per-request CPU to express the difference against (repeatable; "
-                             "default: 238 and 132, the bare relay's c=1 and c=32 in the "
-                             "README's full run)")
+    parser.add_argument("--bench-json", type=Path,
+                        help="a `python -m bench --json` file: express the difference against "
+                             "fleetlb's own CPU per non-streaming request there (c=1 and c=32)")
     args = parser.parse_args(argv)
     number = 2_000 if args.quick else 20_000
     before, keyless, keyed = measure([before_teams(), one_call(0), one_call(args.keys)], number)
@@ -116,9 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'before lb.teams: one api_keys key':>34} {before:18.2f}")
     print(f"{'lb.teams: one api_keys key':>34} {keyless:18.2f} {keyless - before:7.2f}")
     print(f"{f'lb.teams: {args.keys} keys with limits':>34} {keyed:18.2f} {keyed - before:7.2f}")
-    for cpu_us in args.request_cpu_us or [238.0, 132.0]:
-        print(f"added by {args.keys} keys with limits, share of a {cpu_us:g} us request: "
-              f"{100 * (keyed - before) / cpu_us:.1f} %")
+    for label, cpu_us in request_cpu(args.bench_json):
+        print(f"added by {args.keys} keys with limits: {100 * (keyed - before) / cpu_us:.1f} % of "
+              f"fleetlb's {cpu_us:.0f} us non-streaming request, {label}")
     return 0
 
 

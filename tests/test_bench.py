@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 
+import orjson
 import pytest
 
 from bench import bar, report, wrk
@@ -371,3 +372,26 @@ def test_quick_run_on_a_tiny_budget_measures_everything_and_stops_everything(
         "fleetlb" in run.unavailable["responses_c16"]
     assert run.pids
     assert not [pid for pid in run.pids if _alive(pid)]
+
+
+def test_teamscost_runs_each_step_and_reads_a_bench_json(tmp_path: os.PathLike[str],
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from pathlib import Path
+
+    from bench import teamscost
+
+    keyed, keyless, before = teamscost.one_call(50), teamscost.one_call(0), \
+        teamscost.before_teams()
+    for call in (keyed, keyless, before):
+        for _ in range(200):  # admission, headers and finish, over and over: no limit is hit
+            call()
+    cells = [{"target": "fleetlb", "workload": "chat_c1", "cpu_us_per_unit": 300.0},
+             {"target": "fleetlb", "workload": "chat_c1", "cpu_us_per_unit": 100.0},
+             {"target": "relay", "workload": "chat_c32", "cpu_us_per_unit": 1.0}]
+    path = Path(tmp_path) / "bench.json"
+    path.write_bytes(orjson.dumps({"cells": cells}))
+    assert teamscost.request_cpu(path) == [("c=1 (bench.json)", 200.0)]
+    assert teamscost.main(["--quick", "--keys", "20", "--bench-json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "20 keys with limits" in out and "of fleetlb's 200 us non-streaming request" in out
