@@ -58,9 +58,15 @@ class ServerLog:
         record = RequestRecord(new_request_id(), "-", "-", time.perf_counter())
         record.status = exc.code if 400 <= exc.code < 500 else 400
         record.outcome = "bad_request"
-        text = exc.message.splitlines()[0] if exc.message else type(exc).__name__
-        record.error = NO_SECRETS.text(text, _ERROR_CHARS)
+        record.error = parser_reason(exc.message, _ERROR_CHARS) or type(exc).__name__
         self._access_log.write(record)
+
+
+def parser_reason(message: str | None, limit: int) -> str:
+    """The first line of aiohttp's parser error, without the bytes it quotes (`... reading:
+    b'...'` may hold a header's value, a key among them), redacted."""
+    line = (message or "").strip().split("\n", 1)[0]
+    return NO_SECRETS.text(line.split(" b'", 1)[0].split(' b"', 1)[0].rstrip(": ."), limit)
 
 
 def _format(msg: str, args: tuple[Any, ...]) -> str:

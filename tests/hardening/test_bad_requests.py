@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -24,6 +25,8 @@ BAD_REQUESTS = [
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"zz\r\nhello\r\n0\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * (100 << 10) + b"\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-leak-" + b"a" * (100 << 10)
+    + b"\r\n\r\n",  # the parser quotes what it choked on: it must not reach the client
 ]
 
 
@@ -47,12 +50,21 @@ async def test_a_bad_request_is_one_access_line(
     caplog.set_level(logging.DEBUG)
     answer = await exchange(gw.url, data)
     assert answer.split(b" ", 2)[1].startswith(b"4"), answer[:100]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    assert b"x-request-id: " in head.lower(), head  # (HTTP/1.0: the connection closes)
+    error = orjson.loads(body)["error"]  # OpenAI's shape, as from every route
+    assert error["type"] == "invalid_request_error" and error["code"] == "bad_request", error
+    assert error["message"].startswith("fleetlb could not read this HTTP request"), error
+    assert b"aaaa" not in body and b"\x16" not in body  # the request is not echoed back
+    assert b"sk-leak" not in answer
     lines = log_lines()
     access = [line for line in lines if line["event"] == "access"]
     assert len(access) == 1, lines
     assert access[0]["outcome"] == "bad_request"
     assert 400 <= access[0]["status"] < 500
     assert access[0]["request_id"]
+    assert "sk-leak" not in str(lines) and "aaaa" not in str(lines)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records
     assert "Traceback" not in caplog.text
     # and the gateway serves the next client as before
