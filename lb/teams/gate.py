@@ -43,13 +43,14 @@ class Ticket:
         decision = self.decision
         if decision.requests is None and decision.tokens is None:
             return None
-        return limit_headers(decision)
+        return limit_headers(decision, self._gate.reset_text)
 
 
 class KeyGate:
     def __init__(self, clock: Callable[[], float], limits: LimitState | None = None) -> None:
         self.clock = clock
         self.limits: LimitState = limits or LocalLimits()
+        self.reset_text = ResetText()
         self.stats = KeyStats()
 
     async def admit(self, team: Team, model: str) -> Ticket:
@@ -86,23 +87,57 @@ class KeyGate:
         self.limits.finish(name, tokens, self.clock())
 
 
-def limit_headers(decision: Decision) -> dict[str, str]:
-    headers: dict[str, str] = {}
+def limit_headers(decision: Decision,
+                  text: Callable[[float], str] | None = None) -> dict[str, str]:
+    """OpenAI's six x-ratelimit-* headers (three when the key has only rpm or only tpm);
+    `text` spells the reset durations (default `duration`)."""
+    spell = text or duration
     requests, tokens = decision.requests, decision.tokens
+    if requests is not None and tokens is not None:  # the usual case: one literal
+        return {"x-ratelimit-limit-requests": str(requests.limit),
+                "x-ratelimit-remaining-requests": str(requests.remaining),
+                "x-ratelimit-reset-requests": spell(requests.reset_s),
+                "x-ratelimit-limit-tokens": str(tokens.limit),
+                "x-ratelimit-remaining-tokens": str(tokens.remaining),
+                "x-ratelimit-reset-tokens": spell(tokens.reset_s)}
+    headers: dict[str, str] = {}
     if requests is not None:
         headers["x-ratelimit-limit-requests"] = str(requests.limit)
         headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
-        headers["x-ratelimit-reset-requests"] = duration(requests.reset_s)
+        headers["x-ratelimit-reset-requests"] = spell(requests.reset_s)
     if tokens is not None:
         headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
         headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
-        headers["x-ratelimit-reset-tokens"] = duration(tokens.reset_s)
+        headers["x-ratelimit-reset-tokens"] = spell(tokens.reset_s)
     return headers
+
+
+class ResetText:
+    """`duration`, kept by the millisecond it spells: the answers of one busy millisecond (and
+    the keys whose windows reset at the same time) share the text. Bounded."""
+
+    __slots__ = ("_known",)
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._known: dict[int, str] = {}
+
+    def __call__(self, seconds: float) -> str:
+        ms = math.ceil(seconds * 1000) if seconds > 0 else 0
+        text = self._known.get(ms)
+        if text is None:
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            text = self._known[ms] = _spelt(ms)
+        return text
 
 
 def duration(seconds: float) -> str:
     """OpenAI's (Go's) duration spelling: `120ms`, `1.5s`, `6m0s`."""
-    ms = math.ceil(seconds * 1000) if seconds > 0 else 0
+    return _spelt(math.ceil(seconds * 1000) if seconds > 0 else 0)
+
+
+def _spelt(ms: int) -> str:
     if ms < 1000:
         return f"{ms}ms"
     if ms < 60_000:  # `:g` drops the trailing zeros (1.5s, 20s); whole ms, so never an exponent

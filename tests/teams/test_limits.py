@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from lb.config import Priority
-from lb.teams.gate import duration
+from lb.teams.gate import ResetText, duration
 from lb.teams.limits import WINDOW_S, Decision, LocalLimits, Window
 from lb.teams.priority import first_served
 from lb.teams.table import KeyLimits
@@ -126,6 +126,15 @@ def test_new_limits_apply_to_the_counts_already_made() -> None:
 ])
 def test_durations_are_spelt_as_openai_does(seconds: float, text: str) -> None:
     assert duration(seconds) == text
+    assert ResetText()(seconds) == text
+
+
+def test_the_kept_durations_spell_as_duration_does_and_stay_bounded() -> None:
+    spell = ResetText()
+    values = [i * 0.0173 for i in range(3 * ResetText.LIMIT)]  # more ms than it keeps
+    for seconds in values + values[:50]:
+        assert spell(seconds) == duration(seconds)
+    assert len(spell._known) <= ResetText.LIMIT
 
 
 @dataclass
