@@ -51,6 +51,9 @@ class TimeoutsConfig(_Section):
     first_byte: float = Field(default=60.0, gt=0)
     idle: float = Field(default=120.0, gt=0)
     total: float = Field(default=900.0, gt=0)
+    # a client connection with no request under way (idle keep-alive, or a request head still
+    # trickling in: slowloris) is closed after this; set when the server starts
+    client_idle: float = Field(default=75.0, gt=0)
 
 
 class RetryConfig(_Section):

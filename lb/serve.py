@@ -78,7 +78,8 @@ async def _serve(config: Config | None, load: ConfigLoader | None, host: str | N
     app = build_app(config, access_log=access_log)
     signals.on_repeated_stop = app[DRAIN].hurry
     # our drain (app.on_shutdown) ends every stream; aiohttp's own timeout is the last resort
-    runner = GatewayRunner(app, shutdown_timeout=CUT_GRACE_S, **server_options(access_log))
+    runner = GatewayRunner(app, shutdown_timeout=CUT_GRACE_S,
+                           **server_options(access_log, config.timeouts.client_idle))
     await runner.setup()
     notifier = sdnotify.notifier_from_env(os.environ)
     try:

@@ -76,6 +76,11 @@ def _format(msg: str, args: tuple[Any, ...]) -> str:
         return msg
 
 
-def server_options(access_log: AccessLog) -> dict[str, Any]:
-    """The keyword arguments every fleetlb server runner gets (the CLI's and the tests')."""
-    return {"logger": ServerLog(access_log), "access_log": None, "handler_cancellation": True}
+def server_options(access_log: AccessLog, client_idle_s: float = 75.0) -> dict[str, Any]:
+    """The keyword arguments every fleetlb server runner gets (the CLI's and the tests').
+
+    `client_idle_s` is aiohttp's keep-alive timeout (3,630 s by default): it also closes a
+    connection whose request head never completes, since that is a connection with no request
+    under way ([timeouts] client_idle)."""
+    return {"logger": ServerLog(access_log), "access_log": None, "handler_cancellation": True,
+            "keepalive_timeout": client_idle_s}

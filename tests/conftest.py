@@ -112,7 +112,7 @@ async def start_gateway(access_log: JsonAccessLog) -> AsyncIterator[GatewayFacto
         kwargs.setdefault("access_log", access_log)
         app = build_app(parse_config(config, env=kwargs.pop("env", {})), **kwargs)
         server = GatewayTestServer(app, host="127.0.0.1")
-        options = server_options(app[ACCESS_LOG])
+        options = server_options(app[ACCESS_LOG], app[RUNTIME].current.config.timeouts.client_idle)
         options.pop("handler_cancellation")  # TestServer sets it itself
         await server.start_server(**options)
         gateway = Gateway(server, app)
