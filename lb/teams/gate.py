@@ -55,13 +55,23 @@ class KeyGate:
 
     async def admit(self, team: Team, model: str) -> Ticket:
         """Raises ModelNotFound (as if the model did not exist) or KeyRateLimited."""
+        ticket = self.admit_now(team, model)
+        if ticket is not None:
+            return ticket
+        return self._ticket(team, await self.limits.admit(team.name, team.limits, self.clock()))
+
+    def admit_now(self, team: Team, model: str) -> Ticket | None:
+        """`admit` without a coroutine when the limits are in-process (they never suspend);
+        None when they must be awaited (shared limits)."""
         if not team.allows(model):
             raise ModelNotFound(f"The model '{model}' does not exist", param="model")
         limits = self.limits
-        if isinstance(limits, LocalLimits):  # never suspends: no coroutine per call
-            decision = limits.decide(limits.state(team.name), team.limits, self.clock())
-        else:
-            decision = await limits.admit(team.name, team.limits, self.clock())
+        if not isinstance(limits, LocalLimits):
+            return None
+        return self._ticket(team, limits.decide(limits.state(team.name), team.limits,
+                                                self.clock()))
+
+    def _ticket(self, team: Team, decision: Decision) -> Ticket:
         totals = self.stats.of(team.name)
         refused = decision.refused_by
         if refused is not None:

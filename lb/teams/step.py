@@ -26,7 +26,8 @@ def identify(request: web.Request, runtime: Runtime) -> Team:
 
 async def admit_call(request: web.Request, model: str) -> Ticket:
     """Admit this request's model call; finished by the middleware when the request ends."""
-    ticket = await request.app[KEY_GATE].admit(request[CLIENT], model)  # as admit_turn does
+    gate, team = request.app[KEY_GATE], request[CLIENT]
+    ticket = gate.admit_now(team, model) or await gate.admit(team, model)  # as admit_turn does
     request[TICKET] = ticket
     return ticket
 
