@@ -32,7 +32,7 @@ from lb.observe import current_record
 from lb.redact import NO_SECRETS, Redactor
 from lb.routing import AttemptPlan, Verdict
 from lb.upstream import Upstream, UpstreamCall
-from lb.upstream.connection import Reply
+from lb.upstream.reply import Reply
 
 INLINE_BODY_BYTES = 256 << 10  # non-stream bodies up to this are read whole and sent in one write
 _ERROR_SNIPPET_BYTES = 512  # how much of a failed backend's body we read to quote

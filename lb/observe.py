@@ -84,9 +84,7 @@ class RequestRecord:
 
     def context(self) -> dict[str, Any]:
         """The request context every log line of this request carries."""
-        return self._add_context({"request_id": self.request_id})
-
-    def _add_context(self, fields: dict[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {"request_id": self.request_id}
         if self.model is not None:
             fields["model"] = self.model
             fields["stream"] = self.stream
@@ -99,37 +97,20 @@ class RequestRecord:
         return self._add_access({})
 
     def access_line(self, timestamp: str) -> dict[str, Any]:
-        """The whole JSON access line: context, access fields, event, level and timestamp, built
-        in one dict (it is written for every request)."""
-        if self.endpoint is None or self.model is None or self.error or self.dropped \
-                or self.route is not None:
-            line = self._add_access(self._add_context({"request_id": self.request_id}))
-            line["event"], line["level"], line["timestamp"] = "access", "info", timestamp
-            return line
-        ttfb_s, usage = self.ttfb_s, self.usage  # a model call that went well: one literal
-        line = {
-            "request_id": self.request_id, "model": self.model, "stream": self.stream,
-            "endpoint": self.endpoint, "attempt": self.attempts, "method": self.method,
-            "path": self.path, "status": self.status,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
-            "ttfb_ms": None if ttfb_s is None else round(ttfb_s * 1000, 3),
-            "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
-            "key": self.key}
-        if usage is not None:
-            line["tokens_in"], line["tokens_out"] = usage.input_tokens, usage.output_tokens
+        """The whole JSON access line: context, access fields, event, level and timestamp, in
+        one dict (it is written for every request)."""
+        line = self._add_access(self.context())
         line["event"], line["level"], line["timestamp"] = "access", "info", timestamp
         return line
 
     def _add_access(self, fields: dict[str, Any]) -> dict[str, Any]:
-        fields["method"] = self.method
-        fields["path"] = self.path
-        fields["status"] = self.status
-        fields["duration_ms"] = round((time.perf_counter() - self.started) * 1000, 3)
-        fields["ttfb_ms"] = None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3)
-        fields["attempts"] = self.attempts
-        fields["bytes"] = self.bytes_out
-        fields["outcome"] = self.outcome
-        fields["key"] = self.key
+        ttfb_s = self.ttfb_s
+        fields.update({
+            "method": self.method, "path": self.path, "status": self.status,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "ttfb_ms": None if ttfb_s is None else round(ttfb_s * 1000, 3),
+            "attempts": self.attempts, "bytes": self.bytes_out, "outcome": self.outcome,
+            "key": self.key})
         if self.error:
             fields["error"] = self.error
         if self.dropped:
@@ -139,8 +120,7 @@ class RequestRecord:
             fields["route"] = route.label
         usage = self.usage
         if usage is not None:
-            fields["tokens_in"] = usage.input_tokens
-            fields["tokens_out"] = usage.output_tokens
+            fields["tokens_in"], fields["tokens_out"] = usage.input_tokens, usage.output_tokens
         return fields
 
 

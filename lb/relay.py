@@ -169,7 +169,9 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
             await _pump_bytes(response, exchange, record)
         await response.write_eof()
     except ConnectionError:
-        outcome.client_gone = True
+        # the sink marks a write that found the client gone; a hang-up after the framing's
+        # terminal event (agents close at response.completed) left the client a whole answer
+        outcome.client_gone = outcome.client_gone or not framing.is_closed
     except StreamBroken as exc:
         # a plain (non-SSE) body cannot carry an error: the truncated body and the closed
         # connection tell the client

@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from lb.errors import ApiError, StreamBroken
 from lb.observe import RequestRecord
-from lb.upstream.connection import Reply
+from lb.upstream.reply import Reply
 from lb.usage import find_usage
 
 if TYPE_CHECKING:

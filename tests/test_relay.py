@@ -18,7 +18,7 @@ from lb.ndjson import NdjsonDecoder
 from lb.observe import RequestRecord
 from lb.relay import NDJSON_LINES, PASSTHROUGH, RelayOutcome, _pump_framed, pump_sse
 from lb.sse import SseDecoder
-from lb.upstream.connection import Reply
+from lb.upstream.reply import Reply
 
 STREAM = (b'data: {"a":1}\n\n'
           b': keep-alive comment\n\n'

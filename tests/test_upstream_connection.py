@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from lb.errors import StreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from lb.upstream.connection import Deadlines, Reply
+from lb.upstream.connection import Deadlines
 from lb.upstream.pool import EndpointPool
+from lb.upstream.reply import Reply
 
 DEADLINES = Deadlines(first_byte_s=5.0, idle_s=5.0, total_s=10.0)
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"

@@ -28,7 +28,7 @@ from lb.responses.turn import ResponsesContext, Turn, find_previous, start_turn
 from lb.responses.websocket import websocket
 from lb.routing import AttemptPlan, Pool
 from lb.runtime import Runtime
-from lb.teams.step import add_limit_headers, admit_call, allowed
+from lb.teams.step import admit_call, allowed, with_limit_headers
 from lb.upstream import UpstreamCall, forwardable_headers
 
 STORED_HEADER = "x-fleetlb-stored"  # "false": served, but a follow-up cannot continue from it
@@ -63,11 +63,6 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
         framing = turn.stream_framing(mode)
         response = await deliver(request, runtime, exchange, record, framing, headers)
         final = final_response(framing)
-        if record.outcome == "client_gone" and _is_answered(final):
-            # the client hung up once it had the terminal event (agents such as Codex do, before
-            # the backend's own stream has ended): the turn is whole, and stored like any other
-            record.outcome = "ok"
-            runtime.forwarder.succeeded(exchange.endpoint)
         if record.outcome == "ok" and final is not None:
             record.status, record.answered = response.status, True
             # a client that hangs up now must not cancel the store write its follow-up needs
@@ -84,15 +79,9 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
     if not await turn.remember(mode, exchange.endpoint, answer_obj, answer_obj.get("id")):
         headers[STORED_HEADER] = "false"
     out = json_response(answer_obj)
-    out.headers.update(response_headers(exchange, record, headers))
-    add_limit_headers(request, out.headers)
+    out.headers.update(response_headers(exchange, record, with_limit_headers(request, headers)))
     out.headers.popall("Content-Length", None)
     return out
-
-
-def _is_answered(final: dict[str, Any] | None) -> bool:
-    """Whether a streamed turn reached its terminal event: completed, or cut at its token limit."""
-    return final is not None and final.get("status") in ("completed", "incomplete")
 
 
 async def get_response(request: web.Request) -> web.StreamResponse:

@@ -207,39 +207,21 @@ async def _garbage_status(backend: FaultyBackend, conn: Conn, seen: SeenRequest)
     return False
 
 
-async def _headers_then_stall(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
-    writer = conn.writer
-    writer.write(_SSE_HEAD)
-    await writer.drain()
-    return await backend._stall(conn)
+def _then_stall(data: bytes) -> Behaviour:
+    """Write `data` (a status line, headers and what part of a body), then say nothing more."""
+    async def behaviour(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
+        conn.writer.write(data)
+        await conn.writer.drain()
+        return await backend._stall(conn)
+
+    return behaviour
 
 
-async def _events_then_stall(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
-    writer = conn.writer
-    writer.write(_SSE_HEAD + _chunk(_EVENT * 2))  # both events in one read of fleetlb's
-    await writer.drain()
-    return await backend._stall(conn)
-
-
-async def _ndjson_then_stall(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
-    writer = conn.writer
-    line = b'{"model":"m1","message":{"role":"assistant","content":"hi"},"done":false}\n'
-    writer.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n" + _chunk(line)
-    )
-    await writer.drain()
-    return await backend._stall(conn)
-
-
-async def _plain_then_stall(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
-    writer = conn.writer
-    writer.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n" + _chunk(b"first bytes")
-    )
-    await writer.drain()
-    return await backend._stall(conn)
+_NDJSON_LINE = b'{"model":"m1","message":{"role":"assistant","content":"hi"},"done":false}\n'
+_NDJSON_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+_PLAIN_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n")
 
 
 async def _short_body(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
@@ -322,28 +304,13 @@ async def _die_mid_stream(backend: FaultyBackend, conn: Conn, seen: SeenRequest)
     return False
 
 
-async def _done_then_stall(backend: FaultyBackend, conn: Conn, seen: SeenRequest) -> bool:
-    writer = conn.writer
-    writer.write(_SSE_HEAD + _chunk(_EVENT * 2 + _STOP + _DONE))  # no zero-length chunk
-    await writer.drain()
-    return await backend._stall(conn)
-
-
-async def _completed_then_stall(backend: FaultyBackend, conn: Conn,
-                                seen: SeenRequest) -> bool:
-    writer = conn.writer
-    writer.write(_SSE_HEAD + _chunk(b"".join(_RESPONSE_EVENTS)))
-    await writer.drain()
-    return await backend._stall(conn)
-
-
 _BEHAVIOURS: dict[str, Behaviour] = {
     "ok": _ok,
     "garbage_status": _garbage_status,
-    "headers_then_stall": _headers_then_stall,
-    "events_then_stall": _events_then_stall,
-    "ndjson_then_stall": _ndjson_then_stall,
-    "plain_then_stall": _plain_then_stall,
+    "headers_then_stall": _then_stall(_SSE_HEAD),
+    "events_then_stall": _then_stall(_SSE_HEAD + _chunk(_EVENT * 2)),  # one read of ours
+    "ndjson_then_stall": _then_stall(_NDJSON_HEAD + _chunk(_NDJSON_LINE)),
+    "plain_then_stall": _then_stall(_PLAIN_HEAD + _chunk(b"first bytes")),
     "short_body": _short_body,
     "huge_event": _huge_event,
     "gzip": _gzip,
@@ -351,6 +318,6 @@ _BEHAVIOURS: dict[str, Behaviour] = {
     "error_echo": _error_echo,
     "firehose": _firehose,
     "die_mid_stream": _die_mid_stream,
-    "done_then_stall": _done_then_stall,
-    "completed_then_stall": _completed_then_stall,
+    "done_then_stall": _then_stall(_SSE_HEAD + _chunk(_EVENT * 2 + _STOP + _DONE)),
+    "completed_then_stall": _then_stall(_SSE_HEAD + _chunk(b"".join(_RESPONSE_EVENTS))),
 }

@@ -55,19 +55,16 @@ class KeyGate:
 
     async def admit(self, team: Team, model: str) -> Ticket:
         """Raises ModelNotFound (as if the model did not exist) or KeyRateLimited."""
-        ticket = self.admit_now(team, model)
-        if ticket is not None:
-            return ticket
+        _check_access(team, model)
         return self._ticket(team, await self.limits.admit(team.name, team.limits, self.clock()))
 
     def admit_now(self, team: Team, model: str) -> Ticket | None:
         """`admit` without a coroutine when the limits are in-process (they never suspend);
-        None when they must be awaited (shared limits)."""
-        if not team.allows(model):
-            raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+        None, having checked nothing, when they must be awaited (shared limits)."""
         limits = self.limits
         if not isinstance(limits, LocalLimits):
             return None
+        _check_access(team, model)
         return self._ticket(team, limits.decide(limits.state(team.name), team.limits,
                                                 self.clock()))
 
@@ -97,19 +94,17 @@ class KeyGate:
         self.limits.finish(name, tokens, self.clock())
 
 
+def _check_access(team: Team, model: str) -> None:
+    if not team.allows(model):
+        raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+
+
 def limit_headers(decision: Decision,
                   text: Callable[[float], str] | None = None) -> dict[str, str]:
     """OpenAI's six x-ratelimit-* headers (three when the key has only rpm or only tpm);
     `text` spells the reset durations (default `duration`)."""
     spell = text or duration
     requests, tokens = decision.requests, decision.tokens
-    if requests is not None and tokens is not None:  # the usual case: one literal
-        return {"x-ratelimit-limit-requests": str(requests.limit),
-                "x-ratelimit-remaining-requests": str(requests.remaining),
-                "x-ratelimit-reset-requests": spell(requests.reset_s),
-                "x-ratelimit-limit-tokens": str(tokens.limit),
-                "x-ratelimit-remaining-tokens": str(tokens.remaining),
-                "x-ratelimit-reset-tokens": spell(tokens.reset_s)}
     headers: dict[str, str] = {}
     if requests is not None:
         headers["x-ratelimit-limit-requests"] = str(requests.limit)

@@ -5,8 +5,6 @@ x-ratelimit-* headers, and the call is finished (lease back, tokens charged) whe
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
-
 from aiohttp import web
 
 from lb.appstate import CLIENT, KEY_GATE, RECORD, TICKET
@@ -49,20 +47,13 @@ def finish_call(request: web.Request) -> None:
         ticket.finish(request[RECORD].usage)
 
 
-def add_limit_headers(request: web.Request, headers: MutableMapping[str, str]) -> None:
-    """A successful model call's answer tells the key's remaining quota, as OpenAI does (the
-    SDKs read it to back off before they hit 429). Called where the answer's headers are built
-    (`handlers.deliver`, the Responses handlers), not from a signal run for every response."""
-    ticket = request.get(TICKET)
-    if ticket is not None:
-        more = ticket.headers()
-        if more:
-            headers.update(more)
-
-
 def with_limit_headers(request: web.Request,
                        headers: dict[str, str] | None) -> dict[str, str] | None:
-    """`headers` plus the key's x-ratelimit-* headers (a new dict), or `headers` as they are."""
+    """`headers` plus the key's x-ratelimit-* headers (a new dict), or `headers` as they are.
+
+    A successful model call's answer tells the key's remaining quota, as OpenAI does (the SDKs
+    read it to back off before they hit 429); callers build the answer's headers with it
+    (`handlers.deliver`, the Responses handler), rather than a signal run for every response."""
     ticket = request.get(TICKET)
     more = ticket.headers() if ticket is not None else None
     if not more:

@@ -28,8 +28,9 @@ from lb.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
-from lb.upstream.connection import Deadlines, Reply
+from lb.upstream.connection import Deadlines
 from lb.upstream.pool import Pools
+from lb.upstream.reply import Reply
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus what we set ourselves or must never forward.
 HOP_BY_HOP = frozenset({

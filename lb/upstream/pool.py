@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from lb.errors import UpstreamConnectError
-from lb.upstream.connection import BackendConnection, Deadlines, Reply
+from lb.upstream.connection import BackendConnection, Deadlines
+from lb.upstream.reply import Reply
 
 MAX_IDLE_PER_ENDPOINT = 256  # idle sockets kept per endpoint; more are closed when released
 
