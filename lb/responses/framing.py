@@ -62,39 +62,49 @@ class TranslatedFraming:
         if self.is_closed:
             return b""
         machine = self.machine
-        out: list[dict[str, Any]] = machine.start()
+        out: list[bytes] = [] if machine.is_started else list(map(encode, machine.start()))
         for one in raw:
-            data = event_data(one)
-            if data is None or not data:
+            if one.startswith(_DATA) and one.endswith(b"\n\n") and one.count(b"\n") == 2:
+                data: str | bytes | None = one[6:-2]  # event_data's most common case, inline
+            else:
+                data = event_data(one)
+            if not data:
                 continue
             if _is_done(data):
-                out += machine.finish()
+                out += map(encode, machine.finish())
                 continue
             try:
                 chunk = nesting.loads(data)
             except orjson.JSONDecodeError:
-                out += machine.fail("upstream_error", "the backend sent an event that is not JSON")
+                out += map(encode, machine.fail("upstream_error",
+                                                "the backend sent an event that is not JSON"))
                 continue
-            if isinstance(chunk, dict):
-                out += machine.feed(chunk)
+            if type(chunk) is dict:
+                text = machine.text_delta(chunk)
+                if text is not None:
+                    out.append(text)
+                else:
+                    out += map(encode, machine.feed(chunk))
         if machine.is_done:  # the terminal event: the client's stream ends with it
             return self._close(out)
-        return b"".join(map(encode, out))
+        return b"".join(out)
 
     def end(self, tail: bytes) -> bytes:
         """The upstream body ended: finish (if `[DONE]` did not already) and close the stream.
 
         A leftover tail is an event cut short: it is not a chunk we could translate."""
-        return self._close(self.machine.finish())
+        return self._close(list(map(encode, self.machine.finish())))
 
     def fail(self, error: ApiError) -> bytes:
-        return self._close(self.machine.fail(_error_code(error), error.message))
+        return self._close(list(map(encode, self.machine.fail(_error_code(error),
+                                                                error.message))))
 
-    def _close(self, events: list[dict[str, Any]]) -> bytes:
+    def _close(self, encoded: list[bytes]) -> bytes:
         if self.is_closed:
             return b""
         self.is_closed = True
-        return b"".join(map(encode, events)) + DONE
+        encoded.append(DONE)
+        return b"".join(encoded)
 
 
 def final_response(framing: object) -> dict[str, Any] | None:

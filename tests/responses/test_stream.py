@@ -590,6 +590,46 @@ def test_encode_writes_one_sse_event() -> None:
     assert encode({"type": "custom"}).startswith(b"event: custom\ndata: ")
 
 
+# chunks of every kind, mixed: text_delta must take only the plain-text ones
+MIXED_CHUNKS: list[Json] = [
+    delta_chunk({"role": "assistant", "content": ""}),
+    delta_chunk({"content": "plain"}),  # before any item: the generic path opens the message
+    delta_chunk({"content": "more"}),
+    delta_chunk({"role": "assistant", "content": ' "quoted" \\ \n\u2028 é'}),
+    delta_chunk({"content": "x", "reasoning_content": None, "tool_calls": []}),
+    delta_chunk({"content": "with logprobs"},
+                logprobs={"content": [{"token": "w", "logprob": -0.5, "bytes": [119],
+                                       "top_logprobs": []}]}),
+    delta_chunk({"reasoning_content": "think", "content": "then say"}),
+    delta_chunk({"content": "after reasoning"}),
+    delta_chunk({"content": "last words"}, "stop"),
+    {**delta_chunk({"content": "counted"}), "usage": USAGE},
+    delta_chunk({"content": 5}),  # not text: the generic path ignores it
+    delta_chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                 "function": {"name": "get_weather", "arguments": "{}"}}]}),
+    delta_chunk({"content": "a new message"}),
+    {"object": "error", "message": "backend broke", "code": "boom"},
+]
+
+
+def test_text_delta_writes_what_the_generic_path_writes() -> None:
+    by_feed, fast = machine(), machine()
+    expected = [b"".join(map(encode, by_feed.start()))]
+    got = [b"".join(map(encode, fast.start()))]
+    taken = 0
+    for chunk in MIXED_CHUNKS:
+        expected.append(b"".join(map(encode, by_feed.feed(chunk))))
+        text = fast.text_delta(chunk)
+        taken += text is not None
+        got.append(text if text is not None else b"".join(map(encode, fast.feed(chunk))))
+    expected.append(b"".join(map(encode, by_feed.finish())))
+    got.append(b"".join(map(encode, fast.finish())))
+    assert got == expected
+    assert fast.response == by_feed.response
+    assert taken == 4  # "more", the quoted one, the one with empty extras, "after reasoning"
+    assert machine().text_delta(delta_chunk({"content": "no item open yet"})) is None
+
+
 @pytest.mark.parametrize("name", [n for n, s in SCENARIOS.items() if s[1] != "response.failed"])
 def test_events_and_final_response_parse_as_the_openai_sdk_models(name: str) -> None:
     # The SDK's models are stricter than the specification in places (cache_write_tokens);
