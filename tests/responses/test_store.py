@@ -83,3 +83,59 @@ async def test_open_store_default_path_under_state_directory(tmp_path: Path) -> 
     assert (tmp_path / "responses.db").exists()
     memory = await open_store(StoreConfig(kind="memory"), {})
     assert isinstance(memory, MemoryStore)
+
+
+def rows_on_disk(tmp_path: Path) -> list[str]:
+    db = sqlite3.connect(tmp_path / "state" / "r.db")
+    try:
+        return [r[0] for r in db.execute("SELECT id FROM responses ORDER BY id")]
+    finally:
+        db.close()
+
+
+def record(n: int) -> StoredResponse:
+    return StoredResponse(f"resp_{n}", "m1", "translate", "gpu-a", [], {"id": f"resp_{n}"})
+
+
+async def test_sqlite_writes_behind_in_one_transaction_and_reads_its_own_writes(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    store = await make("sqlite", tmp_path, clock)
+    assert isinstance(store, SqliteStore)
+    for n in range(50):
+        await store.put(record(n))
+    assert rows_on_disk(tmp_path) == []  # not yet written...
+    assert await store.get("resp_7") == record(7)  # ...and readable all the same
+    assert await store.delete("resp_8") is True  # a pending one: never written
+    await store.flush()
+    assert rows_on_disk(tmp_path) == sorted(f"resp_{n}" for n in range(50) if n != 8)
+    assert await store.get("resp_8") is None
+    assert await store.delete("resp_9") is True
+    assert await store.delete("resp_9") is False
+    await store.put(record(60))
+    clock.now += 61  # a pending record expires as a written one does
+    assert await store.get("resp_60") is None
+    await store.close()
+
+
+async def test_sqlite_write_failure_is_logged_counted_and_keeps_the_record_readable(
+        tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+    store = await make("sqlite", tmp_path, Clock())
+    assert isinstance(store, SqliteStore)
+    db = sqlite3.connect(tmp_path / "state" / "r.db")
+    db.execute("DROP TABLE responses")
+    db.commit()
+    db.close()
+    with capture_logs() as logs:
+        await store.put(RECORD)
+        await store.put(record(2))
+        await store.flush()
+    assert store.failed_writes == 2
+    assert [(e["event"], e["records"]) for e in logs] == [("store_write_failed", 2)]
+    assert await store.get("resp_1") == RECORD  # this process can still continue from it
+    with pytest.raises(StoreError):  # the file still fails: a delete cannot be promised
+        await store.delete("resp_1")
+    with pytest.raises(StoreError):  # no longer held in memory: asked of the file
+        await store.get("resp_1")
+    await store.close()
