@@ -43,7 +43,7 @@ from lb.middleware import gateway_middleware
 from lb.observe import AccessLog, RequestIds, access_log_for
 from lb.ollama import handlers as ollama
 from lb.responses.handlers import add_routes as add_responses_routes
-from lb.responses.ids import IdMaker
+from lb.responses.ids import IdMaker, PooledSystemRandom
 from lb.responses.store import ResponseStore, open_store
 from lb.responses.turn import ResponsesContext
 from lb.runtime import RuntimeFactory, RuntimeHolder
@@ -95,7 +95,7 @@ def build_app(config: Config, *, rng: random.Random | None = None,
     app.on_cleanup.append(_flush_access_log)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_shared_state)
-    app.cleanup_ctx.append(_responses_store(rng or random.SystemRandom()))
+    app.cleanup_ctx.append(_responses_store(rng or PooledSystemRandom()))
     if active_probes:
         app.cleanup_ctx.append(_prober(rng or random.Random(), clock))
     _add_routes(app)

@@ -14,6 +14,9 @@ import orjson
 # Generous for any real request (tool schemas nest a few dozen levels at most) and far enough
 # below orjson's write limit of 254 that the few levels fleetlb wraps around a value still fit.
 MAX_JSON_DEPTH = 128
+# A valid document nested past MAX_JSON_DEPTH closes every bracket it opens, so it is at least
+# twice that long: one this short is read with plain orjson.loads (a stream event usually is).
+ALWAYS_SHALLOW = 2 * MAX_JSON_DEPTH
 
 
 class TooDeep(orjson.JSONDecodeError):

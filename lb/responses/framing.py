@@ -19,6 +19,7 @@ from lb.sse import DONE, parse_event
 
 _DATA = b"data: "
 _DATA_DONE = "[DONE]"
+_SHALLOW_EVENT = nesting.ALWAYS_SHALLOW + 8  # `data: ` + the JSON + a blank line
 
 
 def event_data(raw: bytes) -> str | bytes | None:
@@ -61,6 +62,25 @@ class TranslatedFraming:
     def events(self, raw: list[bytes]) -> bytes:
         if self.is_closed:
             return b""
+        if len(raw) == 1 and self.machine.is_started:  # the usual batch: one event mid-stream
+            text = self._plain_text(raw[0])
+            if text is not None:
+                return text
+        return self._translate(raw)
+
+    def _plain_text(self, one: bytes) -> bytes | None:
+        """One event that is one data line of plain text: its delta event, without the list
+        and join of _translate; None for anything else (which _translate then reads)."""
+        if not (one.startswith(_DATA) and one.endswith(b"\n\n") and one.count(b"\n") == 2
+                and len(one) <= _SHALLOW_EVENT and one != DONE):
+            return None
+        try:
+            chunk = orjson.loads(one[6:-2])
+        except orjson.JSONDecodeError:
+            return None
+        return self.machine.text_delta(chunk) if type(chunk) is dict else None
+
+    def _translate(self, raw: list[bytes]) -> bytes:
         machine = self.machine
         out: list[bytes] = [] if machine.is_started else list(map(encode, machine.start()))
         for one in raw:

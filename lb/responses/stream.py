@@ -113,6 +113,7 @@ class ChatToResponsesStream:
         self._finish_reason: Any = None
         self._usage: Any = None
         self._final: Json | None = None
+        self.is_done = False  # finished or failed: the final response is known
         self.is_started = False
 
     @property
@@ -121,10 +122,6 @@ class ChatToResponsesStream:
         if self._final is not None:
             return self._final
         return {**self._base, "output": list(self._output)}
-
-    @property
-    def is_done(self) -> bool:
-        return self._final is not None
 
     def _next(self) -> int:
         seq = self._seq
@@ -410,6 +407,7 @@ class ChatToResponsesStream:
         if not self._output:  # an empty answer is still an (empty) message, as in to_response
             self._begin("message", events)
             self._close(events)
+        self.is_done = True
         self._final = {
             **self._base,
             "status": status,
@@ -442,6 +440,7 @@ class ChatToResponsesStream:
                 "error": {"type": error_type, "code": code, "message": message, "param": param},
             }
         )
+        self.is_done = True
         self._final = {
             **self._base,
             "status": "failed",
