@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from lb.teams.table import KeyLimits
 
@@ -82,8 +82,7 @@ class Window:
         return 0.0
 
 
-@dataclass(slots=True)  # not frozen: built on every call, and a frozen init costs 3x
-class Quota:
+class Quota(NamedTuple):  # tuples: built on every call of a limited key, twice
     """One limit as the x-ratelimit-* headers tell it."""
 
     limit: int
@@ -91,8 +90,7 @@ class Quota:
     reset_s: float
 
 
-@dataclass(slots=True)
-class Decision:
+class Decision(NamedTuple):
     admitted: bool
     requests: Quota | None = None  # None when the key has no rpm
     tokens: Quota | None = None  # None when the key has no tpm
@@ -156,11 +154,11 @@ class LocalLimits:
         if now >= tokens.start + WINDOW_S:
             tokens.roll(now)
         rpm, tpm, max_in_flight = limits.rpm, limits.tpm, limits.max_in_flight
-        # Window.used inlined (this runs on every call of a limited key)
-        used_requests = (requests.previous * (1.0 - (now - requests.start) / WINDOW_S)
-                         + requests.current) if rpm is not None else 0.0
-        used_tokens = (tokens.previous * (1.0 - (now - tokens.start) / WINDOW_S)
-                       + tokens.current) if tpm is not None else 0.0
+        # Window.used and until_empty inlined: this runs on every call of a limited key
+        r_start, r_previous, r_current = requests.start, requests.previous, requests.current
+        t_start, t_previous, t_current = tokens.start, tokens.previous, tokens.current
+        used_requests = r_previous * (1.0 - (now - r_start) / WINDOW_S) + r_current
+        used_tokens = t_previous * (1.0 - (now - t_start) / WINDOW_S) + t_current
         refused: LimitName | None = None
         wait = 0.0
         if rpm is not None and used_requests + 1.0 > rpm:
@@ -170,25 +168,33 @@ class LocalLimits:
         elif max_in_flight is not None and state.in_flight >= max_in_flight:
             refused, wait = "max_in_flight", IN_FLIGHT_RETRY_S
         if refused is None:
-            requests.current += 1
+            requests.current = r_current = r_current + 1
             used_requests += 1.0
             state.in_flight += 1
-        return Decision(
-            refused is None,
-            None if rpm is None else
-            Quota(rpm, max(0, int(rpm - used_requests)), requests.until_empty(now)),
-            None if tpm is None else
-            Quota(tpm, max(0, int(tpm - used_tokens)), tokens.until_empty(now)),
-            refused, wait)
+        request_quota = token_quota = None
+        if rpm is not None:
+            left = int(rpm - used_requests)
+            request_quota = Quota(rpm, left if left > 0 else 0,
+                                  r_start + 2 * WINDOW_S - now if r_current else
+                                  r_start + WINDOW_S - now if r_previous else 0.0)
+        if tpm is not None:
+            left = int(tpm - used_tokens)
+            token_quota = Quota(tpm, left if left > 0 else 0,
+                                t_start + 2 * WINDOW_S - now if t_current else
+                                t_start + WINDOW_S - now if t_previous else 0.0)
+        return Decision(refused is None, request_quota, token_quota, refused, wait)
 
     def finish(self, name: str, tokens: int, now: float) -> None:
         state = self._keys.get(name)
         if state is None:
             return
-        state.in_flight = max(0, state.in_flight - 1)
+        if state.in_flight > 0:
+            state.in_flight -= 1
         if tokens:
-            state.tokens.roll(now)
-            state.tokens.current += tokens
+            window = state.tokens
+            if now >= window.start + WINDOW_S:
+                window.roll(now)
+            window.current += tokens
 
     async def window(self, name: str, now: float) -> WindowView:
         state = self._keys.get(name)

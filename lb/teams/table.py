@@ -82,7 +82,10 @@ class KeyTable:
             return self._open
         if not authorization:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
-        scheme, _, token = authorization.partition(" ")
+        if authorization.startswith("Bearer "):  # as every SDK spells it
+            scheme, token = "bearer", authorization[7:]
+        else:
+            scheme, _, token = authorization.partition(" ")
         presented = hashlib.sha256(token.strip().encode()).digest()
         team = self._by_digest.get(presented)
         if team is None or scheme.lower() != "bearer":
