@@ -30,13 +30,27 @@ if TYPE_CHECKING:
     from lb.relay import Decoder, RelayOutcome, StreamFraming
 
 log = structlog.get_logger("lb.relay")
+_END = b"0\r\n\r\n"  # appended to a tail as its own chunk: the body's last
+
+
+def _take_head(writer: AbstractStreamWriter) -> bytes:
+    """The response head aiohttp (3.10+) holds until the first body write, taken from its
+    StreamWriter to go out with the first event; b"" when it has gone already (or this aiohttp
+    keeps it elsewhere), and the caller sends it as usual."""
+    head = getattr(writer, "_headers_buf", None)
+    if not head or getattr(writer, "_headers_written", True):
+        return b""
+    writer._headers_buf = None  # type: ignore[attr-defined]
+    writer._headers_written = True  # type: ignore[attr-defined]
+    return bytes(head)
 
 
 class ClientSink:
     """A BodySink that frames upstream bytes and writes them to the client's transport."""
 
-    __slots__ = ("_decoder", "_exchange", "_framing", "_high", "_outcome", "_record",
-                 "_transport", "_usage_key", "_waiter", "_with_usage", "is_behind", "is_over")
+    __slots__ = ("_decoder", "_exchange", "_framing", "_head", "_high", "_outcome", "_record",
+                 "_transport", "_usage_key", "_waiter", "_with_usage", "_writer", "is_behind",
+                 "is_over")
 
     def __init__(self, transport: asyncio.Transport, exchange: Exchange, record: RequestRecord,
                  decoder: Decoder, framing: StreamFraming, outcome: RelayOutcome,
@@ -51,6 +65,8 @@ class ClientSink:
         self._high = transport.get_write_buffer_limits()[1]
         self._with_usage = b""  # the last write that mentions usage: parsed once, at the end
         self._waiter: asyncio.Future[None] | None = None
+        self._head = b""  # the response head, when it goes out with the first event
+        self._writer: AbstractStreamWriter | None = None  # set by run()
         self.is_behind = False  # the client's transport is above its high-water mark
         self.is_over = False
 
@@ -69,10 +85,10 @@ class ClientSink:
         except Exception:
             self._failed()
             return
-        if out:
+        if self._framing.is_closed:  # the client's stream is whole; what the backend adds is
+            self._over(out)  # not sent
+        elif out:
             self._write(out)
-        if self._framing.is_closed and not self.is_over:
-            self._over(b"")  # the client's stream is whole; what the backend adds is not sent
 
     def end(self) -> None:
         if self.is_over:
@@ -93,11 +109,24 @@ class ClientSink:
 
     # --- the handler's side
     async def run(self, writer: AbstractStreamWriter) -> None:
-        """Relay the exchange's body; ConnectionResetError when the client went away."""
-        writer.send_headers()  # the sink writes to the transport, below aiohttp's header buffer
+        """Relay the exchange's body; ConnectionResetError when the client went away.
+
+        The sink writes below aiohttp's writer, so it sends the response head itself: with the
+        first event when that came with the backend's headers (one write, one wake-up of the
+        client, as aiohttp's own first write does), else at once. It also writes the body's end
+        itself, with the stream's last events (see `_over`)."""
+        self._writer = writer
         exchange = self._exchange
         if exchange.first:
+            self._head = _take_head(writer)
+        if not self._head:
+            writer.send_headers()
+        if exchange.first:
             self.chunk(exchange.first)
+        if self._head:  # the first read made no event to send: the head goes alone
+            head, self._head = self._head, b""
+            if not self._transport.is_closing():
+                self._transport.write(head)
         reply = exchange.response
         if not self.is_over:
             reply.stream_to(self)
@@ -120,7 +149,7 @@ class ClientSink:
                 self._waiter = None
 
     # --- internals
-    def _write(self, out: bytes) -> None:
+    def _write(self, out: bytes, end: bool = False) -> None:
         record = self._record
         if record.ttfb_s is None:
             record.ttfb_s = time.perf_counter() - record.started
@@ -132,7 +161,10 @@ class ClientSink:
             self._outcome.client_gone = True
             self._finish()
             return
-        transport.write(b"%x\r\n%b\r\n" % (len(out), out))
+        framed = b"%x\r\n%b\r\n%b" % (len(out), out, _END if end else b"")
+        if self._head:
+            framed, self._head = self._head + framed, b""
+        transport.write(framed)
         if transport.get_write_buffer_size() > self._high and not self.is_behind:
             self.is_behind = True
             self._exchange.response.pause()
@@ -166,12 +198,26 @@ class ClientSink:
 
     def _over(self, tail: bytes) -> None:
         if tail:
-            self._write(tail)
+            self._write(tail, end=self._ends_body())
+        elif self._ends_body():
+            self._transport.write(self._head + _END)
+            self._head = b""
         data = self._with_usage or (tail if self._usage_key in tail else b"")
         if data:
             # a framing may have taken the counts out of the stream already (lb.teams.usage)
             self._record.usage = find_usage(data) or self._record.usage
         self._finish()
+
+    def _ends_body(self) -> bool:
+        """Whether the chunked body's last chunk (`0\r\n\r\n`) can go with the tail: aiohttp
+        then does not write it again (its writer's `_eof`), and the client has the end of the
+        stream with its last event, one write sooner."""
+        writer = self._writer
+        if writer is None or self._outcome.client_gone or getattr(writer, "_eof", True) \
+                or self._transport.is_closing():
+            return False
+        writer._eof = True  # type: ignore[attr-defined]  # aiohttp's StreamWriter
+        return True
 
     def _finish(self) -> None:
         self.is_over = True

@@ -62,3 +62,43 @@ async def test_fast_and_pull_paths_send_the_same_events(start_sim: SimFactory,
     async with asyncio.timeout(10):
         while gw.in_flight()["a"]:
             await asyncio.sleep(0.02)
+
+
+async def read_chunked_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One whole HTTP/1.1 response with a chunked body, read exactly to its end."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    body = b""
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.strip(), 16)
+        data = await reader.readexactly(size + 2)
+        if size == 0:
+            assert data == b"\r\n"
+            return head, body
+        body += data[:-2]
+
+
+async def test_streams_back_to_back_on_one_connection_end_exactly_once(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    """The sink writes the body's last chunk itself (with the last events, or alone at the
+    end): a terminator written twice would be read as the start of the next response."""
+    sim = await start_sim("m1", responses=False)
+    gw = await start_gateway({"server": {"api_keys": [KEY]},
+                              "endpoints": [endpoint("a", sim, responses="translate")]})
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    responses_body = orjson.dumps({"model": "m1", "input": "hello", "stream": True,
+                                   "max_output_tokens": 6, "store": False})
+    async with asyncio.timeout(30):
+        for path, body in [("/v1/chat/completions", BODY), ("/v1/responses", responses_body)] * 3:
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         f"\r\n".encode() + body)
+            head, stream = await read_chunked_response(reader)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+            found = events(stream)
+            assert found[-1] == b"data: [DONE]\n\n"
+            if path == "/v1/responses":
+                assert found[-2].startswith((b"event: response.completed\n",
+                                             b"event: response.incomplete\n"))
+    writer.close()  # (an extra terminator would have started the next response's head)
