@@ -66,7 +66,8 @@ async def answer(request: web.Request, runtime: Runtime, turn: Turn, exchange: E
         if record.outcome == "ok" and final is not None:
             record.status, record.answered = response.status, True
             # a client that hangs up now must not cancel the store write its follow-up needs
-            await asyncio.shield(turn.remember(mode, exchange.endpoint, final, final.get("id")))
+            remembering = turn.remember(mode, exchange.endpoint, final, final.get("id"))
+            await (remembering if turn.ctx.store.puts_at_once else asyncio.shield(remembering))
         return response
     record.endpoint, record.attempts = exchange.endpoint.name, exchange.attempts
     try:

@@ -59,6 +59,10 @@ class StoredResponse:
 
 
 class ResponseStore(Protocol):
+    # put() never suspends (the write, if any, happens behind it): a client hanging up while
+    # it runs cannot cut it short, so the caller need not shield it with a task of its own
+    puts_at_once: bool
+
     async def put(self, record: StoredResponse) -> None: ...
 
     async def get(self, response_id: str) -> StoredResponse | None: ...
@@ -80,6 +84,8 @@ async def open_store(config: StoreConfig, env: Mapping[str, str]) -> ResponseSto
 
 class MemoryStore:
     """A dict with expiry: state lives as long as the process."""
+
+    puts_at_once = True
 
     def __init__(self, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._ttl_s = ttl_s
@@ -117,6 +123,8 @@ class SqliteStore:
     a crash loses at most the last FLUSH_S of puts. A flush that fails is logged and counted
     (`failed_writes`); its records stay readable until the process ends or they expire.
     """
+
+    puts_at_once = True
 
     def __init__(self, path: Path, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._path = path

@@ -18,6 +18,8 @@ from lb.shared.link import RedisLink
 class RedisStore:
     """The ResponseStore protocol (lb/responses/store.py) over a RedisLink."""
 
+    puts_at_once = False  # a put is a round trip to Redis
+
     def __init__(self, link: RedisLink, ttl_s: float) -> None:
         self._link = link
         self._ttl_ms = max(1, round(ttl_s * 1000))
