@@ -10,6 +10,7 @@ for several instances.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
@@ -177,7 +178,7 @@ class SqliteStore:
                 in self._writing.items()]
         loop = asyncio.get_running_loop()
         self._flushed = loop.run_in_executor(self._thread, self._write, rows, now, sweep)
-        self._flushed.add_done_callback(self._written)
+        self._flushed.add_done_callback(functools.partial(self._written, len(rows)))
 
     def _write(self, rows: list[tuple[str, float, bytes]], now: float, sweep: bool) -> None:
         db = self._connection()
@@ -191,11 +192,11 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
 
-    def _written(self, done: asyncio.Future[None]) -> None:
+    def _written(self, count: int, done: asyncio.Future[None]) -> None:
         self._flushed = None
         error = done.exception() if not done.cancelled() else None
         if error is not None:
-            self._failed(len(self._writing), error)
+            self._failed(count, error)
         self._writing = {}
         if self._pending and self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(FLUSH_S, self._start_flush)
@@ -231,7 +232,9 @@ class SqliteStore:
     async def delete(self, response_id: str) -> bool:
         now = self._clock()
         held = [m.pop(response_id, None) for m in (self._pending, self._unwritten)]
-        writing = self._writing.get(response_id)  # written before the delete (one thread)
+        # being written: the delete below runs after that write (one thread), and a write that
+        # fails must not bring it back into memory
+        writing = self._writing.pop(response_id, None)
         was_held = any(h is not None and h[0] > now for h in (*held, writing))
         return bool(await self._run(self._delete, response_id)) or was_held
 

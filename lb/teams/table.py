@@ -83,12 +83,12 @@ class KeyTable:
         if not authorization:
             raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'")
         if authorization.startswith("Bearer "):  # as every SDK spells it
-            scheme, token = "bearer", authorization[7:]
+            is_bearer, token = True, authorization[7:]
         else:
             scheme, _, token = authorization.partition(" ")
-        presented = hashlib.sha256(token.strip().encode()).digest()
-        team = self._by_digest.get(presented)
-        if team is None or scheme.lower() != "bearer":
+            is_bearer = scheme.lower() == "bearer"
+        team = self._by_digest.get(hashlib.sha256(token.strip().encode()).digest())
+        if team is None or not is_bearer:
             raise Unauthorized("Incorrect API key provided")
         return team
 

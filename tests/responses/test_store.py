@@ -139,3 +139,22 @@ async def test_sqlite_write_failure_is_logged_counted_and_keeps_the_record_reada
     with pytest.raises(StoreError):  # no longer held in memory: asked of the file
         await store.get("resp_1")
     await store.close()
+
+
+async def test_sqlite_a_record_deleted_while_its_failing_write_runs_stays_deleted(
+        tmp_path: Path) -> None:
+    store = await make("sqlite", tmp_path, Clock())
+    assert isinstance(store, SqliteStore)
+    db = sqlite3.connect(tmp_path / "state" / "r.db")
+    db.execute("DROP TABLE responses")
+    db.commit()
+    db.close()
+    await store.put(RECORD)
+    store._start_flush()  # its write is on the store's thread now (and will fail)
+    with pytest.raises(StoreError):  # the file fails the delete too
+        await store.delete("resp_1")
+    await store.flush()
+    assert store.failed_writes == 1
+    with pytest.raises(StoreError):  # not brought back into memory by the failed write
+        await store.get("resp_1")
+    await store.close()
