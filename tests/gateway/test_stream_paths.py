@@ -102,3 +102,36 @@ async def test_streams_back_to_back_on_one_connection_end_exactly_once(
                 assert found[-2].startswith((b"event: response.completed\n",
                                              b"event: response.incomplete\n"))
     writer.close()  # (an extra terminator would have started the next response's head)
+
+
+async def read_sized_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return head, await reader.readexactly(length)
+
+
+async def test_whole_answers_back_to_back_on_one_connection_are_written_once(
+        start_sim: SimFactory, start_gateway: GatewayFactory) -> None:
+    """The middleware writes a whole answer before counting the request: aiohttp, given the
+    sent response back, must write nothing more (or the next answer would not parse)."""
+    sim = await start_sim("m1")
+    gw = await start_gateway({"server": {"api_keys": [KEY]}, "endpoints": [endpoint("a", sim)]})
+    host, port = gw.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    chat = orjson.dumps({"model": "m1", "max_tokens": 4,
+                         "messages": [{"role": "user", "content": "hello"}]})
+    unknown = orjson.dumps({"model": "nope", "messages": []})
+    asks = [(KEY, "/v1/chat/completions", chat, b"200"), ("wrong", "/v1/chat/completions", chat,
+            b"401"), (KEY, "/v1/chat/completions", unknown, b"404"),
+            (KEY, "/v1/chat/completions", chat, b"200")]
+    async with asyncio.timeout(30):
+        for key, path, body, status in asks:
+            writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         f"\r\n".encode() + body)
+            head, answer = await read_sized_response(reader)
+            assert head.startswith(b"HTTP/1.1 " + status)
+            assert b"x-request-id:" in head.lower()
+            assert orjson.loads(answer)
+    writer.close()
