@@ -138,29 +138,11 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         drain.end(task)
         finish_call(request)  # the key's in-flight lease back, its tokens charged
-    record.status = response.status
     if not response.prepared:
         response.headers.setdefault("X-Request-ID", rid)
-        await _send(request, response, record)
+    record.status = response.status
     _account(app, record)
     return response
-
-
-async def _send(request: web.Request, response: web.StreamResponse,
-                record: RequestRecord) -> None:
-    """Write a whole answer now, before the request is counted: the access line and the
-    metrics then run after the client has its answer, not before (aiohttp, given it back,
-    sees it sent and writes nothing more). A client that left meanwhile is counted as gone;
-    the request is counted either way."""
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionError:
-        record.status, record.outcome = 499, "client_gone"
-    except asyncio.CancelledError:
-        record.status, record.outcome = 499, "client_gone"
-        _account(request.app, record)
-        raise
 
 
 def _account(app: web.Application, record: RequestRecord) -> None:
