@@ -18,6 +18,7 @@ import structlog
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
+from lb.answer import WholeAnswer
 from lb.errors import ApiError, StreamBroken, UpstreamError
 from lb.forward import Exchange
 from lb.ndjson import NdjsonDecoder
@@ -143,8 +144,7 @@ async def relay(request: web.Request, exchange: Exchange, record: RequestRecord,
             record.usage = find_usage(body)
         else:
             body = exchange.redactor.bytes(body)
-        return web.Response(status=exchange.response.status, body=body,
-                            headers=out_headers), RelayOutcome()
+        return WholeAnswer(exchange.response.status, body, out_headers), RelayOutcome()
     response = web.StreamResponse(status=exchange.response.status, headers=out_headers)
     outcome = RelayOutcome()
     is_ndjson = not exchange.is_sse and exchange.response.content_type == NDJSON
