@@ -182,6 +182,15 @@ class ChatToResponsesStream:
         if type(content) is not str or not content or (len(delta) > 1 and any(
                 value and key not in _PLAIN_DELTA_KEYS for key, value in delta.items())):
             return None
+        return self.more_text(content)
+
+    def more_text(self, content: str) -> bytes | None:
+        """`content` added to the open message, as its encoded delta event: text_delta's end,
+        for a caller that knows the chunk says nothing else (TranslatedFraming's event shapes);
+        None when no message is open."""
+        item = self._open
+        if item is None or item.kind != "message" or self._final is not None:
+            return None
         item.pieces.append(content)
         seq = self._seq
         self._seq = seq + 1

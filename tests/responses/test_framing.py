@@ -172,3 +172,52 @@ def test_a_broken_native_stream_ends_with_error_and_failed() -> None:
     out += framing.fail(StreamBroken("idle for too long"))
     events = read(out)
     assert [e["type"] for e in events] == ["response.created", "error", "response.failed"]
+
+
+def generic_only(raw: list[bytes]) -> bytes:
+    """What the generic path alone writes for these events (one per call, as they arrive)."""
+    framing = translated()
+    return b"".join(framing._translate([one]) for one in raw) + framing.end(b"")
+
+
+def as_sent(raw: list[bytes]) -> tuple[bytes, TranslatedFraming]:
+    framing = translated()
+    return b"".join(framing.events([one]) for one in raw) + framing.end(b""), framing
+
+
+def body(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def plain(text: Any, **top: Any) -> bytes:
+    return body({"id": "c1", "object": "chat.completion.chunk", "created": 7,
+                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+                 **top})
+
+
+@pytest.mark.parametrize("name", ["alike", "decoy", "changing", "imposters", "spaced"])
+def test_event_shapes_write_what_the_generic_path_writes(name: str) -> None:
+    texts = [f" tok{i}" for i in range(40)] + ['"quoted" \\ é', "\u2028", "x" * 20]
+    events = {
+        "alike": [plain(t) for t in texts],
+        # a "content" after the delta's, with the same text, must not be taken for it
+        "decoy": [plain(t, x={"content": texts[0]}) for t in texts],
+        # a field that changes every chunk: no shape matches twice, all still right
+        "changing": [plain(t, created=i) for i, t in enumerate(texts)],
+        # events in the learnt shape whose middle is not one string, or not a text
+        "imposters": [plain(" a"), plain(" b"),
+                      b'data: {"id":"c1","object":"chat.completion.chunk","created":7,'
+                      b'"choices":[{"index":0,"delta":{"content":" c","tool_calls":[{"index":0,'
+                      b'"id":"call_1","function":{"name":"f","arguments":"{}"}}]},'
+                      b'"finish_reason":null}]}\n\n',
+                      plain(5), plain(""), plain(None), plain(" d")],
+        "spaced": [b'data: {"choices": [{"delta": {"content": "%b"}}]}\n\n' % t.encode()
+                   for t in ("one", "two", "three")],
+    }[name]
+    raw = [chunk({"role": "assistant", "content": ""}), *events, chunk({}, "stop"), DONE]
+    sent, framing = as_sent(raw)
+    assert sent == generic_only(raw)
+    if name in ("alike", "decoy", "spaced"):
+        assert framing._hits >= len(events) - 2  # the shape was learnt, and used
+    if name == "changing":
+        assert framing._hits == 0 and framing._learnt == 2  # given up after two
