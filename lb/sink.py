@@ -117,12 +117,12 @@ class ClientSink:
         itself, with the stream's last events (see `_over`)."""
         self._writer = writer
         exchange = self._exchange
-        if exchange.first:
-            self._head = _take_head(writer)
+        first = exchange.first
+        self._head = _take_head(writer) if first else b""
         if not self._head:
             writer.send_headers()
-        if exchange.first:
-            self.chunk(exchange.first)
+        if first:
+            self.chunk(first)
         if self._head:  # the first read made no event to send: the head goes alone
             head, self._head = self._head, b""
             if not self._transport.is_closing():

@@ -19,7 +19,6 @@ from lb.sse import DONE, parse_event
 
 _DATA = b"data: "
 _DATA_DONE = "[DONE]"
-_SHALLOW_EVENT = nesting.ALWAYS_SHALLOW + 8  # `data: ` + the JSON + a blank line
 
 
 def event_data(raw: bytes) -> str | bytes | None:
@@ -83,12 +82,12 @@ class TranslatedFraming:
                 self._hits += 1
                 return self.machine.more_text(content)
             self._shape = None  # something else changed (a timestamp): learnt again below
-        if not (one.startswith(_DATA) and one.endswith(b"\n\n") and one.count(b"\n") == 2
-                and len(one) <= _SHALLOW_EVENT and one != DONE):
+        data = event_data(one)
+        if not data or len(data) > nesting.ALWAYS_SHALLOW:  # longer: nesting.loads checks it
             return None
         try:
-            chunk = orjson.loads(one[6:-2])
-        except orjson.JSONDecodeError:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:  # `[DONE]` among others: _translate reads it
             return None
         text = self.machine.text_delta(chunk) if type(chunk) is dict else None
         # learn its shape; shapes that stop matching at once (a field that changes in every
@@ -102,10 +101,7 @@ class TranslatedFraming:
         machine = self.machine
         out: list[bytes] = [] if machine.is_started else list(map(encode, machine.start()))
         for one in raw:
-            if one.startswith(_DATA) and one.endswith(b"\n\n") and one.count(b"\n") == 2:
-                data: str | bytes | None = one[6:-2]  # event_data's most common case, inline
-            else:
-                data = event_data(one)
+            data = event_data(one)
             if not data:
                 continue
             if _is_done(data):

@@ -255,10 +255,7 @@ class SqliteStore:
                 await asyncio.sleep(0)  # _written runs as the future's callback
 
     async def close(self) -> None:
-        await self.flush()
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
+        await self.flush()  # nothing is pending or scheduled after it
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None

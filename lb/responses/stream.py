@@ -113,7 +113,6 @@ class ChatToResponsesStream:
         self._finish_reason: Any = None
         self._usage: Any = None
         self._final: Json | None = None
-        self.is_done = False  # finished or failed: the final response is known
         self.is_started = False
 
     @property
@@ -122,6 +121,10 @@ class ChatToResponsesStream:
         if self._final is not None:
             return self._final
         return {**self._base, "output": list(self._output)}
+
+    @property
+    def is_done(self) -> bool:
+        return self._final is not None
 
     def _next(self) -> int:
         seq = self._seq
@@ -168,10 +171,8 @@ class ChatToResponsesStream:
         """The chunk nearly every one of a stream is (more text for the open message, and
         nothing else) as its response.output_text.delta event, encoded; None for any other
         chunk, which feed() then takes. Same event, same bytes, a third of the work."""
-        item = self._open
         choices = chunk.get("choices")
-        if item is None or item.kind != "message" or self._final is not None \
-                or type(choices) is not list or not choices or chunk.get("usage") \
+        if type(choices) is not list or not choices or chunk.get("usage") \
                 or chunk.get("error") is not None or chunk.get("object") == "error":
             return None
         choice = choices[0]
@@ -416,7 +417,6 @@ class ChatToResponsesStream:
         if not self._output:  # an empty answer is still an (empty) message, as in to_response
             self._begin("message", events)
             self._close(events)
-        self.is_done = True
         self._final = {
             **self._base,
             "status": status,
@@ -449,7 +449,6 @@ class ChatToResponsesStream:
                 "error": {"type": error_type, "code": code, "message": message, "param": param},
             }
         )
-        self.is_done = True
         self._final = {
             **self._base,
             "status": "failed",

@@ -105,13 +105,6 @@ def limit_headers(decision: Decision,
     `text` spells the reset durations (default `duration`)."""
     spell = text or duration
     requests, tokens = decision.requests, decision.tokens
-    if requests is not None and tokens is not None:  # one literal: this runs on every answer
-        return {"x-ratelimit-limit-requests": str(requests.limit),
-                "x-ratelimit-remaining-requests": str(requests.remaining),
-                "x-ratelimit-reset-requests": spell(requests.reset_s),
-                "x-ratelimit-limit-tokens": str(tokens.limit),
-                "x-ratelimit-remaining-tokens": str(tokens.remaining),
-                "x-ratelimit-reset-tokens": spell(tokens.reset_s)}
     headers: dict[str, str] = {}
     if requests is not None:
         headers["x-ratelimit-limit-requests"] = str(requests.limit)
@@ -134,8 +127,8 @@ class ResetText:
     def __init__(self) -> None:
         self._known: dict[int, str] = {}
 
-    def __call__(self, seconds: float, _ceil: Callable[[float], int] = math.ceil) -> str:
-        ms = _ceil(seconds * 1000) if seconds > 0 else 0
+    def __call__(self, seconds: float) -> str:
+        ms = math.ceil(seconds * 1000) if seconds > 0 else 0
         text = self._known.get(ms)
         if text is None:
             if len(self._known) >= self.LIMIT:

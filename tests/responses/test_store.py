@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from lb.config import StoreConfig
 from lb.errors import StoreError
@@ -67,10 +68,7 @@ async def test_sqlite_is_wal_and_persists(tmp_path: Path) -> None:
 
 async def test_sqlite_failure_is_a_store_error(tmp_path: Path) -> None:
     store = await make("sqlite", tmp_path, Clock())
-    db = sqlite3.connect(tmp_path / "state" / "r.db")
-    db.execute("DROP TABLE responses")
-    db.commit()
-    db.close()
+    break_the_file(tmp_path)
     with pytest.raises(StoreError, match="the response store failed"):
         await store.get("resp_1")
     await store.close()
@@ -83,6 +81,14 @@ async def test_open_store_default_path_under_state_directory(tmp_path: Path) -> 
     assert (tmp_path / "responses.db").exists()
     memory = await open_store(StoreConfig(kind="memory"), {})
     assert isinstance(memory, MemoryStore)
+
+
+def break_the_file(tmp_path: Path) -> None:
+    """The store's table dropped under it: every statement it runs now fails."""
+    db = sqlite3.connect(tmp_path / "state" / "r.db")
+    db.execute("DROP TABLE responses")
+    db.commit()
+    db.close()
 
 
 def rows_on_disk(tmp_path: Path) -> list[str]:
@@ -120,13 +126,9 @@ async def test_sqlite_writes_behind_in_one_transaction_and_reads_its_own_writes(
 
 async def test_sqlite_write_failure_is_logged_counted_and_keeps_the_record_readable(
         tmp_path: Path) -> None:
-    from structlog.testing import capture_logs
     store = await make("sqlite", tmp_path, Clock())
     assert isinstance(store, SqliteStore)
-    db = sqlite3.connect(tmp_path / "state" / "r.db")
-    db.execute("DROP TABLE responses")
-    db.commit()
-    db.close()
+    break_the_file(tmp_path)
     with capture_logs() as logs:
         await store.put(RECORD)
         await store.put(record(2))
@@ -145,10 +147,7 @@ async def test_sqlite_a_record_deleted_while_its_failing_write_runs_stays_delete
         tmp_path: Path) -> None:
     store = await make("sqlite", tmp_path, Clock())
     assert isinstance(store, SqliteStore)
-    db = sqlite3.connect(tmp_path / "state" / "r.db")
-    db.execute("DROP TABLE responses")
-    db.commit()
-    db.close()
+    break_the_file(tmp_path)
     await store.put(RECORD)
     store._start_flush()  # its write is on the store's thread now (and will fail)
     with pytest.raises(StoreError):  # the file fails the delete too
